@@ -1,0 +1,39 @@
+# Ditto on Triton — developer entry points. Everything runs inside the project's own .venv.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= tiny
+WEIGHTS ?= synthetic
+EXPORT_DIR ?= out/export/$(PROFILE)
+
+.PHONY: setup demo export test test-slow lock clean
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+setup: $(BIN)/.installed
+
+# Until the server lands, the demo is the export: every stage to ONNX, checked against PyTorch.
+demo: export
+
+export: setup
+	$(BIN)/ditto-export --profile $(PROFILE) --weights $(WEIGHTS) --out $(EXPORT_DIR) --timing 5
+
+test: setup
+	$(BIN)/pytest
+
+# Full-size (Ditto's real sizes) parity; about 10 minutes on 2 CPU cores.
+test-slow: setup
+	$(BIN)/pytest -m slow
+
+# Re-pin the environment after changing pyproject.toml's dependencies.
+lock: setup
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip freeze --exclude-editable | grep -v '^ditto-triton' | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements.lock
+
+clean:
+	rm -rf out .pytest_cache

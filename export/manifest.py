@@ -1,0 +1,70 @@
+"""The export manifest: what was exported, from which weights, with which I/O. Later stages
+(Triton repository rendering, the server, benchmarks) read it instead of re-deriving anything."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ditto_triton.profiles import Profile
+from ditto_triton.stages import StageSpec, TensorSpec
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tensor_entry(t: TensorSpec) -> dict[str, Any]:
+    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+
+
+def stage_entry(spec: StageSpec, onnx_path: Path, weight_source: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "file": onnx_path.name,
+        "sha256": sha256_file(onnx_path),
+        "bytes": onnx_path.stat().st_size,
+        "inputs": [tensor_entry(t) for t in spec.inputs],
+        "outputs": [tensor_entry(t) for t in spec.outputs],
+        "batch_dynamic": spec.batch_dynamic,
+        "per_frame": spec.per_frame,
+        "description": spec.description,
+        "weights": weight_source,
+        **extra,
+    }
+
+
+def new_manifest(profile: Profile, versions: dict[str, str], opset: int) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "profile": profile.name,
+        "profile_config": asdict(profile),
+        "opset": opset,
+        "versions": versions,
+        "stages": {},
+    }
+
+
+def write_manifest(manifest: dict[str, Any], out_dir: Path) -> Path:
+    path = Path(out_dir) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no export manifest; run `ditto-export` first")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: manifest format {manifest.get('format_version')} != {FORMAT_VERSION}")
+    return manifest
