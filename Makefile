@@ -12,6 +12,8 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	$(BIN)/pip install --quiet -r requirements.lock
+	# tritonserver 2.51 and its python backend, without pytriton's own (conflicting) dependency pins
+	$(BIN)/pip install --quiet --no-deps nvidia-pytriton==0.7.0
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
@@ -33,7 +35,7 @@ test-slow: setup
 # Re-pin the environment after changing pyproject.toml's dependencies.
 lock: setup
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip freeze --exclude-editable | grep -v '^ditto-triton' | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements.lock
+	$(BIN)/pip freeze --exclude-editable | grep -v -e '^ditto-triton' -e '^nvidia-pytriton' | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements.lock
 
 clean:
 	rm -rf out .pytest_cache

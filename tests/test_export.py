@@ -8,7 +8,7 @@ import pytest
 from ditto_triton.export.checkpoints import load_checkpoint
 from ditto_triton.export.cli import main as cli_main
 from ditto_triton.export.manifest import read_manifest, sha256_file
-from ditto_triton.export.onnx_export import check_onnx_io
+from ditto_triton.onnx_io import check_onnx_io
 from ditto_triton.export.parity import TOLERANCE, compare, ort_session
 from ditto_triton.export.pipeline import ExportOptions, ParityError, export_all
 from ditto_triton.export.registry import STAGE_NETWORKS
@@ -20,10 +20,8 @@ SPECS = stage_specs(TINY)
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("export_tiny")
-    export_all(ExportOptions(profile=TINY, weights="synthetic", seed=0, out=out))
-    return out
+def exported(tiny_export):
+    return tiny_export
 
 
 def test_manifest_lists_every_stage_with_its_file(exported):

@@ -1,0 +1,1 @@
+"""Avatar registration: face detection, Ditto crop, eye features (no Triton import)."""

@@ -1,0 +1,160 @@
+"""Ditto's online Audio2Motion loop: 80-frame LMDM windows, overlap fusion, smoothing (reference §5.4–§5.6).
+
+Window n covers feature rows [nV, nV + 80) of (overlap rows of encoded silence + real features), with
+V = 80 - overlap new frames per window. Window 0 only seeds the fusion tail and d0; window n >= 1
+crossfades its first frames into the previous result and releases the previous window's V frames.
+At the end of the stream the remaining features are padded with the last row to a full window, and
+the frames of the last window are released unfused, up to the stream's frame count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ditto_triton.streaming.conditions import ConditionBuilder
+from ditto_triton.streaming.motion_vector import MOTION_DIM, POSE_DIMS
+from ditto_triton.streaming.sampler import DDIMSampler
+
+# lmdm(x (1,80,265), cond_frame (1,265), cond (1,80,C), time_cond (1,) int64) -> (pred_noise, x_start)
+LMDMCall = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+KEEP_ROWS = 160  # Ditto trims its rolling buffers to 2 windows
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    seq_frames: int = 80
+    overlap: int = 70
+    steps: int = 10
+    smooth_k: int = 3
+    fix_kp_cond: int = 1
+    fix_kp_cond_dims: tuple[int, int] = (0, POSE_DIMS)
+
+    def __post_init__(self) -> None:
+        if not self.seq_frames // 2 <= self.overlap < self.seq_frames:
+            # Below half a window Ditto's online loop silently drops frames (reference §5.6).
+            raise ValueError(f"overlap must be in {self.seq_frames // 2}..{self.seq_frames - 1} for streaming, got {self.overlap}")
+
+    @property
+    def valid(self) -> int:
+        return self.seq_frames - self.overlap
+
+    @property
+    def fuse(self) -> int:
+        return min(self.overlap, self.valid)
+
+
+def smooth_pose(rows: np.ndarray, start: int, end: int, k: int) -> None:
+    """Centred moving average of width k over rows [start, end), dims [0:202] only, in place."""
+    if k <= 1:
+        return
+    src = rows.copy()
+    half, n = k // 2, rows.shape[0]
+    for i in range(max(start, 0), min(end, n)):
+        rows[i, :POSE_DIMS] = src[max(0, i - half) : min(n, i + half + 1), :POSE_DIMS].mean(axis=0)
+
+
+class OnlineMotion:
+    def __init__(
+        self,
+        settings: MotionSettings,
+        lmdm: LMDMCall,
+        conditions: ConditionBuilder,
+        source_vector: np.ndarray,
+        silence_features: np.ndarray,
+        rng: np.random.Generator,
+    ) -> None:
+        self.s = settings
+        self._lmdm = lmdm
+        self._conditions = conditions
+        self._source = np.asarray(source_vector, np.float32).reshape(1, MOTION_DIM)
+        self._sampler = DDIMSampler(settings.steps, (1, settings.seq_frames, MOTION_DIM), rng)
+        self._features = np.asarray(silence_features, np.float32)[: settings.overlap]
+        if self._features.shape[0] != settings.overlap:
+            raise ValueError(f"need {settings.overlap} rows of silence features, got {self._features.shape[0]}")
+        self._pending = np.zeros((0, self._features.shape[1]), np.float32)
+        self._result: np.ndarray | None = None
+        self._release_at = 0  # index in _result of the next frame to release
+        self._kp_cond = self._source.copy()
+        self._windows = 0
+        self.d0: np.ndarray | None = None  # (265,) the relative-motion reference
+        self.released = 0
+
+    def push(self, features: np.ndarray) -> list[np.ndarray]:
+        """Add (k, H) features of real audio; return the (265,) motion rows released, in frame order."""
+        out = self._consume(features)
+        self.released += len(out)
+        return out
+
+    def finish(self, features: np.ndarray, total_frames: int) -> list[np.ndarray]:
+        """End of stream: add the last features, run the padded last window and release every frame
+        up to `total_frames` (frames past the end of the audio are never released)."""
+        out = self._consume(features)
+        if self._pending.shape[0]:
+            pad = np.repeat(self._pending[-1:], self.s.valid - self._pending.shape[0], axis=0)
+            out += self._window(np.concatenate([self._pending, pad]))
+            self._pending = self._pending[:0]
+        if self._result is not None:
+            tail = self._result[self._release_at :]
+            out += [row.copy() for row in tail]
+            self._release_at = self._result.shape[0]
+        out = out[: max(0, total_frames - self.released)]
+        self.released += len(out)
+        return out
+
+    def _consume(self, features: np.ndarray) -> list[np.ndarray]:
+        self._pending = np.concatenate([self._pending, np.asarray(features, np.float32).reshape(-1, self._pending.shape[1])])
+        out: list[np.ndarray] = []
+        while self._pending.shape[0] >= self.s.valid:
+            out += self._window(self._pending[: self.s.valid])
+            self._pending = self._pending[self.s.valid :]
+        return out
+
+    def _denoise(self, cond: np.ndarray) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+        kp_cond = self._kp_cond.copy()
+
+        def step(x: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+            return self._lmdm(x, kp_cond, cond, np.full((1,), t, np.int64))
+
+        return step
+
+    def _window(self, new_rows: np.ndarray) -> list[np.ndarray]:
+        s = self.s
+        self._features = np.concatenate([self._features, new_rows])[-KEEP_ROWS:]
+        cond = self._conditions(self._features[-s.seq_frames :])[None]
+        pred = self._sampler.sample(self._denoise(cond))[0]
+        released: list[np.ndarray] = []
+        if self._result is None:
+            self._result = pred.copy()
+            smooth_pose(self._result, 0, s.seq_frames, s.smooth_k)
+            self.d0 = self._result[0].copy()
+            self._release_at = s.seq_frames - s.fuse
+        else:
+            res = self._result
+            alpha = (np.arange(s.fuse, dtype=np.float32) / s.fuse)[:, None]
+            lo = s.seq_frames - s.valid - s.fuse
+            res[-s.fuse :] = res[-s.fuse :] * (1 - alpha) + pred[lo : lo + s.fuse] * alpha
+            res = np.concatenate([res, pred[s.seq_frames - s.valid :]])
+            n = res.shape[0]
+            smooth_pose(res, n - s.valid - s.fuse, n - s.valid + 1, s.smooth_k)
+            released = [row.copy() for row in res[self._release_at : self._release_at + s.valid]]
+            self._release_at += s.valid
+            self._result = res
+        self._windows += 1
+        self._update_kp_cond()
+        if self._result.shape[0] > KEEP_ROWS:
+            cut = self._result.shape[0] - KEEP_ROWS
+            self._result = self._result[cut:]
+            self._release_at -= cut
+        return released
+
+    def _update_kp_cond(self) -> None:
+        prev = self._result[self._result.shape[0] - self.s.overlap - 1]
+        if self.s.fix_kp_cond > 0 and self._windows % self.s.fix_kp_cond == 0:
+            self._kp_cond = self._source.copy()
+            lo, hi = self.s.fix_kp_cond_dims
+            self._kp_cond[0, lo:hi] = prev[lo:hi]
+        else:
+            self._kp_cond = prev[None].copy()

@@ -1,0 +1,91 @@
+"""From generated motion to source/driving keypoints (reference §4.2–§4.4), image avatars.
+
+Relative motion in logit space against d0, expression masking (lips and eyes driven, the rest from
+the source), per-frame pose offsets, Ditto's gaze fix, then the keypoint transform
+x = s * (kp_c R + exp) + (tx, ty). The stitching MLP is applied by the caller as a network stage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ditto_triton.streaming.motion_vector import vector_to_info
+
+LIP_KP = (6, 12, 14, 17, 19, 20)
+EYE_KP = (11, 13, 15, 16, 18)
+DRIVEN_KEYS = ("exp", "pitch", "yaw", "roll", "t")
+
+
+def bin66_to_degree(pose: np.ndarray) -> np.ndarray:
+    """(1, 66) bin logits -> (1,) degrees (3 deg bins centred on 0); degrees pass through unchanged."""
+    pose = np.asarray(pose, np.float32)
+    if pose.ndim > 1 and pose.shape[1] == 66:
+        e = np.exp(pose - pose.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        return (p * np.arange(66, dtype=np.float32)).sum(axis=1) * 3 - 97.5
+    return pose.reshape(-1)
+
+
+def rotation_matrix(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """Degrees -> (3, 3) matrix M such that row-vector keypoints rotate as kp @ M (= (Rz Ry Rx)^T)."""
+    x, y, z = np.radians([pitch, yaw, roll])
+    rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
+    return (rz @ ry @ rx).T.astype(np.float32)
+
+
+def transform_keypoints(info: dict[str, np.ndarray], kp: np.ndarray) -> np.ndarray:
+    """Canonical keypoints kp (63,) + pose/exp/scale/t -> (1, 21, 3) implicit keypoints."""
+    rot = rotation_matrix(
+        float(bin66_to_degree(info["pitch"])[0]), float(bin66_to_degree(info["yaw"])[0]), float(bin66_to_degree(info["roll"])[0])
+    )
+    out = np.asarray(kp, np.float32).reshape(1, -1, 3) @ rot + np.asarray(info["exp"], np.float32).reshape(1, -1, 3)
+    out = out * np.asarray(info["scale"], np.float32).reshape(1, 1, 1)
+    out[:, :, 0:2] += np.asarray(info["t"], np.float32).reshape(1, 1, 3)[:, :, 0:2]
+    return out.astype(np.float32)
+
+
+def _exp_masks(num_kp: int = 21) -> tuple[np.ndarray, np.ndarray]:
+    driven = np.zeros((num_kp, 3), np.float32)
+    driven[list(LIP_KP) + list(EYE_KP)] = 1
+    return driven.reshape(1, -1), (1 - driven).reshape(1, -1)
+
+
+class MotionStitcher:
+    """Per-session state of Ditto's MotionStitch for an image avatar (drive_eye on, no scripted blinks)."""
+
+    def __init__(self, source_info: dict[str, np.ndarray], d0_vector: np.ndarray, delta_pose: dict[str, float] | None = None):
+        self.source = {k: np.asarray(v, np.float32) for k, v in source_info.items()}
+        self.d0 = vector_to_info(d0_vector)
+        self.delta_pose = {k: float(v) for k, v in (delta_pose or {}).items()}
+        self._a_driven, self._a_source = _exp_masks()
+        self.pose_s = (float(bin66_to_degree(self.source["yaw"])[0]), float(bin66_to_degree(self.source["pitch"])[0]))
+        self.x_s = transform_keypoints(self.source, self.source["kp"])
+
+    def driving_info(self, motion_row: np.ndarray) -> dict[str, np.ndarray]:
+        """One generated (265,) motion row -> the driving keypoint info (before the keypoint transform)."""
+        d = vector_to_info(motion_row)
+        info = {k: (self.source[k] + (d[k] - self.d0[k]) if k in DRIVEN_KEYS else self.source[k]) for k in self.source}
+        info["exp"] = info["exp"] * self._a_driven + self.source["exp"] * self._a_source
+        for key in ("pitch", "yaw", "roll"):
+            offset = self.delta_pose.get(f"delta_{key}")
+            if offset is not None:
+                info[key] = bin66_to_degree(info[key]) + offset
+        self._fix_gaze(info)
+        return info
+
+    def keypoints(self, motion_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x_s, x_d) keypoints (1, 21, 3) of one frame, before stitching."""
+        return self.x_s, transform_keypoints(self.driving_info(motion_row), self.source["kp"])
+
+    def _fix_gaze(self, info: dict[str, np.ndarray]) -> None:
+        yaw_s, pitch_s = self.pose_s
+        dx = (float(bin66_to_degree(info["yaw"])[0]) - yaw_s) * 0.26
+        dy = (float(bin66_to_degree(info["pitch"])[0]) - pitch_s) * 0.28
+        exp = info["exp"].copy()
+        exp[0, 33] += dx * (0.0007 if dx > 0 else 0.001)
+        exp[0, 45] += dx * (0.001 if dx > 0 else 0.0007)
+        exp[0, 34] += dy * -0.001
+        exp[0, 46] += dy * -0.001
+        info["exp"] = exp

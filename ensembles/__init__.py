@@ -1,0 +1,1 @@
+"""Triton ensembles: fixed DAGs over the stage models (no Python in the path)."""

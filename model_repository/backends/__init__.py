@@ -1,0 +1,1 @@
+"""Python-backend model implementations (the thin Triton adapters)."""

@@ -1,0 +1,82 @@
+"""Avatar registration and lookup (python backend).
+
+Register: `image` (encoded bytes) [+ `options` JSON crop options] -> `avatar_id`. The face is found
+with mediapipe, cropped as Ditto does, and the appearance and motion extractors run by BLS; the
+result stays in a bounded server-side cache. Lookup: `avatar_id` -> the cached features, which is
+how the orchestrator opens a session.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ditto_triton.avatar.cache import AvatarCache, avatar_id, check_avatar_id
+from ditto_triton.avatar.errors import AvatarError
+from ditto_triton.avatar.source import CropOptions, prepare_source
+from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCallError
+from ditto_triton.model_repository.backends.requests import RequestError, optional_bytes, optional_text
+from ditto_triton.profiles import get_profile
+from ditto_triton.streaming.avatar_features import AvatarFeatures, extract_features
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.profile = get_profile(params.get("profile", "tiny"))
+        self.stages = BlsStages(self.profile)
+        self.cache: AvatarCache[AvatarFeatures] = AvatarCache(int(params.get("cache_size", "64")))
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._handle(request))
+            except (AvatarError, RequestError, StageCallError, ValueError) as exc:
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc))))
+            except Exception as exc:  # noqa: BLE001
+                pb_utils.Logger.log_error(f"[ditto] avatar_registry: {exc!r}")
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(f"internal error: {exc}")))
+        return responses
+
+    def _handle(self, request):
+        image = optional_bytes(request, "image")
+        if image is not None:
+            return self._register(image, optional_text(request, "options"))
+        key = optional_text(request, "avatar_id")
+        if key is None:
+            raise RequestError("send 'image' (encoded JPEG/PNG bytes) to register, or 'avatar_id' to look one up")
+        return self._lookup(check_avatar_id(key), request.requested_output_names())
+
+    def _register(self, image: bytes, options_text: str | None):
+        try:
+            raw = json.loads(options_text) if options_text else {}
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"registration options are not valid JSON: {exc}") from exc
+        options = CropOptions.from_dict(raw)
+        key = avatar_id(image, raw, self.profile.name)
+        if key not in self.cache:
+            source = prepare_source(image, options)
+            features = extract_features(
+                self.stages, source.extractor_input(self.profile.appearance.image_size),
+                source.eye_open, source.eye_ball, source.rgb, source.M_c2o,
+            )
+            self.cache.put(key, features)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("avatar_id", np.array([key.encode()], dtype=object))])
+
+    def _lookup(self, key: str, requested: list[str]):
+        features = self.cache.get(key)
+        values = {
+            "avatar_id": np.array([key.encode()], dtype=object),
+            "source_rgb": features.source_rgb,
+            "crop_to_source": features.crop_to_source,
+            "f_s": features.f_s[0],
+            "motion_info": features.motion_info,
+            "eye_open": features.eye_open,
+            "eye_ball": features.eye_ball,
+        }
+        names = requested or list(values)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(values[n])) for n in names])

@@ -1,0 +1,159 @@
+"""The decoupled orchestrator: one Ditto streaming session per sequence (correlation id).
+
+Thin adapter: it reads requests, keeps a `SessionTable`, and drives the Triton-free
+`PipelinedSession` with stages called by BLS. Per request:
+- START: `avatar_id` (required) and `options` (JSON, optional) open the session.
+- every request: optional audio (`audio` float32 or `audio_int16`, 16 kHz mono, any length).
+- END: flushes the tail; the session is freed once its last frame is sent.
+Frames caused by a request are sent on that request's response sender (`frame` flat bytes, raw RGB
+or JPEG as the session chose, `frame_shape` H×W×3, `frame_index`, `pts_s`), then the request is
+closed with the final flag. Errors close only the offending request (and end its session).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCallError, bls_infer
+from ditto_triton.model_repository.backends.requests import RequestError, flag, optional, optional_text
+from ditto_triton.profiles import get_profile
+from ditto_triton.streaming.audio_input import AudioInputError, to_float32
+from ditto_triton.streaming.avatar_features import AvatarFeatures
+from ditto_triton.streaming.options import OptionsError, SessionOptions
+from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession, silence_features
+from ditto_triton.streaming.sessions import SessionStateError, SessionTable
+
+AVATAR_FIELDS = ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")
+CLIENT_ERRORS = (RequestError, AudioInputError, OptionsError, SessionStateError)
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.profile = get_profile(params.get("profile", "tiny"))
+        self.stages = BlsStages(self.profile)
+        self.sessions = SessionTable(
+            idle_timeout_s=float(params.get("idle_timeout_s", "60")), max_sessions=int(config.get("max_batch_size", 16))
+        )
+        self._silence: np.ndarray | None = None
+        self._silence_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_idle, daemon=True, name="ditto-reaper")
+        self._reaper.start()
+
+    def execute(self, requests: list) -> None:
+        for request in requests:
+            sender = request.get_response_sender()
+            corrid = int(request.correlation_id())
+            try:
+                self._handle(request, corrid, sender)
+            except CLIENT_ERRORS as exc:
+                self._fail(sender, str(exc))
+            except StageCallError as exc:
+                self._fail(sender, f"a stage failed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - never let one request take the model down
+                pb_utils.Logger.log_error(f"[ditto] orchestrator: session {corrid}: {exc!r}")
+                self._fail(sender, f"internal error: {exc}")
+        return None
+
+    def _handle(self, request: Any, corrid: int, sender: Any) -> None:
+        start, end = flag(request, "START"), flag(request, "END")
+        rate = optional(request, "sample_rate")
+        audio = to_float32(optional(request, "audio"), optional(request, "audio_int16"), None if rate is None else int(rate.reshape(-1)[0]))
+        if start:
+            live = self._open(request, corrid)
+        else:
+            if optional(request, "avatar_id") is not None or optional(request, "options") is not None:
+                raise RequestError("avatar_id and options are only read on the START request")
+            live = self.sessions.get(corrid)
+        if end:
+            live.ending = True
+            live.runner.submit_end(tag=(sender, corrid, True), samples=audio)
+        else:
+            live.runner.submit_audio(audio, tag=(sender, corrid, False))
+
+    def _open(self, request: Any, corrid: int):
+        avatar_id = optional_text(request, "avatar_id")
+        if not avatar_id:
+            raise RequestError("the START request must carry 'avatar_id' (register the image with avatar_registry first)")
+        options = SessionOptions.from_json(optional_text(request, "options"))
+        avatar = self._avatar(avatar_id)
+        session = StreamingSession(avatar, self.stages, options, self.profile.render_size, self._silence_features())
+        fmt, quality = options.output_format, options.jpeg_quality
+        runner = PipelinedSession(
+            session, lambda frame, tag: self._send_frame(frame, tag, fmt, quality), self._close_request, self._fail_request
+        )
+        try:
+            return self.sessions.open(corrid, runner)
+        except SessionStateError:
+            runner.stop()
+            raise
+
+    def _avatar(self, avatar_id: str) -> AvatarFeatures:
+        try:
+            out = bls_infer("avatar_registry", {"avatar_id": np.array([avatar_id.encode()], dtype=object)}, list(AVATAR_FIELDS))
+        except StageCallError as exc:
+            raise RequestError(str(exc).removeprefix("avatar_registry: ")) from None
+        return AvatarFeatures(
+            f_s=out["f_s"][None], motion_info=out["motion_info"], eye_open=out["eye_open"], eye_ball=out["eye_ball"],
+            source_rgb=out["source_rgb"], crop_to_source=out["crop_to_source"],
+        )
+
+    def _silence_features(self) -> np.ndarray:
+        with self._silence_lock:
+            if self._silence is None:
+                self._silence = silence_features(self.stages, 79)
+            return self._silence
+
+    # -- callbacks from the session threads ---------------------------------------------------
+    def _send_frame(self, frame: Frame, tag: tuple, fmt: str, quality: int) -> None:
+        sender, _, _ = tag
+        data = frame.encode(fmt, quality)
+        sender.send(
+            pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor("frame", np.frombuffer(data, np.uint8)[None]),
+                    pb_utils.Tensor("frame_shape", np.array([frame.rgb.shape], np.int32)),
+                    pb_utils.Tensor("frame_index", np.array([[frame.index]], np.int64)),
+                    pb_utils.Tensor("pts_s", np.array([[frame.pts_s]], np.float64)),
+                ]
+            )
+        )
+
+    def _close_request(self, tag: tuple) -> None:
+        sender, corrid, is_end = tag
+        sender.send(flags=FINAL)
+        if is_end:
+            self._free(corrid)
+
+    def _fail_request(self, tag: tuple, exc: BaseException) -> None:
+        sender, corrid, _ = tag
+        self._fail(sender, f"session {corrid} failed: {exc}")
+        self._free(corrid)
+
+    def _free(self, corrid: int) -> None:
+        live = self.sessions.remove(corrid)
+        if live is not None:
+            live.runner.stop()
+
+    @staticmethod
+    def _fail(sender: Any, message: str) -> None:
+        sender.send(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message)), flags=FINAL)
+
+    def _reap_idle(self) -> None:
+        while not self._stop.wait(1.0):
+            for corrid in self.sessions.idle():
+                pb_utils.Logger.log_info(f"[ditto] orchestrator: session {corrid} idle, freed")
+                self._free(corrid)
+
+    def finalize(self) -> None:
+        self._stop.set()
+        for corrid in self.sessions.ids():
+            self._free(corrid)

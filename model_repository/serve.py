@@ -1,0 +1,129 @@
+"""`ditto-serve`: render the model repository from an export, validate it and serve it.
+
+    ditto-serve                                   # tiny export, python-ort, Triton on 127.0.0.1:8000/8001/8002
+    ditto-serve --export out/export/full --render-only
+    ditto-serve --flavor tensorrt --render-only   # configs for NVIDIA's container + the docker line
+
+Only the python-ort flavor runs here (the pip tritonserver has only the python backend); the GPU
+flavors are rendered for `nvcr.io/nvidia/tritonserver` and the command to serve them is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from ditto_triton.export.manifest import MANIFEST_NAME, read_manifest
+from ditto_triton.model_repository import gpu_flavors
+from ditto_triton.model_repository.render import FLAVORS, render_repository
+from ditto_triton.model_repository.server import TritonServer, TritonServerError
+from ditto_triton.model_repository.validate import validate_repository
+
+DEFAULT_EXPORT = Path("out/export/tiny")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ditto-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--export", type=Path, default=DEFAULT_EXPORT, help="export directory (default %(default)s)")
+    parser.add_argument("--flavor", choices=FLAVORS, default="python-ort", help="default %(default)s")
+    parser.add_argument(
+        "--repo", type=Path, default=None, help="where to render (default out/model_repository/<profile>-<flavor>)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address the server binds (default %(default)s)")
+    parser.add_argument("--http-port", type=int, default=8000, help="0 picks a free port (default %(default)s)")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="0 picks a free port (default %(default)s)")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="0 picks a free port (default %(default)s)")
+    parser.add_argument("--render-only", action="store_true", help="render and validate, do not start a server")
+    parser.add_argument("--instance-kind", choices=("cpu", "gpu"), default=None, help="default: per flavor")
+    parser.add_argument("--max-batch-size", type=int, default=8, help="per-frame stages and LMDM (default %(default)s)")
+    parser.add_argument("--no-services", action="store_true", help="stages and ensembles only, no orchestrator")
+    parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
+    return parser
+
+
+def _wait_for_signal(server: TritonServer) -> bool:
+    """Block until SIGINT/SIGTERM (True) or until the server dies on its own (False)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if not server.is_running():
+            return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not (args.export / MANIFEST_NAME).is_file():
+        print(
+            f"ditto-serve: no {MANIFEST_NAME} in {args.export}; export the networks first, e.g.\n"
+            f"  ditto-export --profile tiny --weights synthetic --out {args.export}",
+            file=sys.stderr,
+        )
+        return 2
+    profile = read_manifest(args.export)["profile"]
+    repo = args.repo or Path("out/model_repository") / f"{profile}-{args.flavor}"
+    try:
+        render_repository(
+            args.export,
+            repo,
+            args.flavor,
+            instance_kind=args.instance_kind,
+            include_services=not args.no_services,
+            max_batch_size=args.max_batch_size,
+        )
+        validate_repository(repo, args.export)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"ditto-serve: {err}", file=sys.stderr)
+        return 2
+    print(f"model repository ({profile}, {args.flavor}): {repo}")
+
+    if args.flavor != "python-ort":
+        print(f"the {args.flavor} backend runs only in NVIDIA's Triton container; serve the repository with:")
+        print("  " + gpu_flavors.docker_run_command(repo, host=args.host))
+        if args.flavor == "tensorrt":
+            print("first build every stage's model.plan on the serving GPU (see <stage>/1/README.txt)")
+        if not args.no_services:
+            print(
+                "the python service models (avatar_registry, orchestrator) need this package (Python 3.11) in the "
+                "container's python backend environment"
+            )
+        return 0
+    if args.render_only:
+        return 0
+
+    server = TritonServer(
+        repo,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        log_verbose=args.log_verbose,
+    )
+    try:
+        server.start()
+    except TritonServerError as err:
+        print(f"ditto-serve: {err}", file=sys.stderr)
+        return 1
+    try:
+        print(f"tritonserver ready (pid {server.pid}); log: {server.log_path}")
+        print(f"  gRPC     {server.grpc_url}")
+        print(f"  HTTP     http://{server.http_url}")
+        print(f"  metrics  {server.metrics_url}")
+        print("Ctrl-C stops it.", flush=True)
+        if not _wait_for_signal(server):
+            print(f"ditto-serve: tritonserver exited unexpectedly; log tail:\n{server.log_tail()}", file=sys.stderr)
+            return 1
+    finally:
+        code = server.stop()
+        print(f"tritonserver stopped (exit code {code})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

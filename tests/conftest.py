@@ -1,0 +1,62 @@
+"""Shared fixtures: one tiny synthetic export per test session (about 15 s), reused by every suite."""
+
+from pathlib import Path
+
+import pytest
+
+from ditto_triton.export.pipeline import ExportOptions, export_all
+from ditto_triton.profiles import TINY
+
+SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory) -> Path:
+    """Directory holding every tiny stage's ONNX file, synthetic checkpoints and manifest.json."""
+    out = tmp_path_factory.mktemp("export_tiny")
+    export_all(ExportOptions(profile=TINY, weights="synthetic", seed=0, out=out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    if not (SAMPLES / "ditto_example_image.jpg").is_file():
+        pytest.fail(f"sample files not found in {SAMPLES}; CI expects ../shared beside the checkout")
+    return SAMPLES
+
+
+@pytest.fixture(scope="module")
+def triton_server_factory(tiny_export, tmp_path_factory):
+    """Start real tritonservers (python-ort flavor of the tiny export) on free loopback ports.
+
+    `start(repo=None, *, include_services=False, **render_kwargs) -> TritonServer`: renders a fresh
+    repository unless `repo` is given, waits until the server is ready and returns it; every server
+    started this way is stopped when the test module ends.
+    """
+    from ditto_triton.model_repository.render import render_repository
+    from ditto_triton.model_repository.server import TritonServer
+
+    servers = []
+
+    def start(repo: Path | None = None, *, include_services: bool = False, **render_kwargs):
+        if repo is None:
+            repo = render_repository(
+                tiny_export,
+                tmp_path_factory.mktemp("model_repository"),
+                "python-ort",
+                include_services=include_services,
+                **render_kwargs,
+            )
+        server = TritonServer(repo, log_path=tmp_path_factory.mktemp("tritonserver") / "tritonserver.log")
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def triton_stage_server(triton_server_factory):
+    """One server per test module with every stage and the ensembles (no service models)."""
+    return triton_server_factory(include_services=False)

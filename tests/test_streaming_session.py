@@ -1,0 +1,100 @@
+"""The Triton-free session on the tiny export, with a synthetic avatar (no face detection needed)."""
+
+import numpy as np
+import pytest
+
+from ditto_triton.profiles import TINY
+from ditto_triton.streaming.avatar_features import extract_features
+from ditto_triton.streaming.options import SessionOptions
+from ditto_triton.streaming.reference import render_audio
+from ditto_triton.streaming.session import StreamingSession, silence_features
+from ditto_triton.streaming.stages import OrtStages
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def stages(tiny_export):
+    return OrtStages(tiny_export)
+
+
+@pytest.fixture(scope="module")
+def avatar(stages):
+    rng = np.random.default_rng(1)
+    size = TINY.appearance.image_size
+    photo = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    crop_to_source = np.array([[0.3, 0.0, 80.0], [0.0, 0.3, 40.0], [0, 0, 1]], np.float32)  # 512 crop -> 154 px face
+    image = rng.random((1, 3, size, size), dtype=np.float32)
+    return extract_features(stages, image, np.array([0.3, 0.3]), np.zeros(6), photo, crop_to_source)
+
+
+@pytest.fixture(scope="module")
+def silence(stages):
+    return silence_features(stages, 80)
+
+
+def speech(seconds, seed=0):
+    t = np.arange(int(seconds * SR)) / SR
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def run(stages, avatar, silence, audio, chunk=3200, **opts):
+    return render_audio(stages, avatar, audio, TINY.render_size, SessionOptions(**opts), chunk, silence)
+
+
+@pytest.mark.parametrize("seconds", [0.01, 0.5, 1.0, 2.37])
+def test_exactly_25_frames_per_second_of_audio(stages, avatar, silence, seconds):
+    audio = speech(seconds)
+    frames = run(stages, avatar, silence, audio)
+    assert len(frames) == -(-audio.size // 640)
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert all(abs(f.pts_s - f.index / 25) < 1e-9 for f in frames)
+    assert all(f.rgb.shape == (240, 320, 3) and f.rgb.dtype == np.uint8 for f in frames)
+
+
+def test_chunking_does_not_change_the_frames(stages, avatar, silence):
+    audio = speech(1.3)
+    a = run(stages, avatar, silence, audio, chunk=3200)
+    b = run(stages, avatar, silence, audio, chunk=777)
+    c = run(stages, avatar, silence, audio, chunk=audio.size)
+    assert len(a) == len(b) == len(c)
+    for x, y, z in zip(a, b, c):
+        np.testing.assert_array_equal(x.rgb, y.rgb)
+        np.testing.assert_array_equal(x.rgb, z.rgb)
+
+
+def test_seed_decides_the_motion(stages, avatar, silence):
+    audio = speech(0.8)
+    a = run(stages, avatar, silence, audio, seed=1)
+    b = run(stages, avatar, silence, audio, seed=1)
+    c = run(stages, avatar, silence, audio, seed=2)
+    assert all(np.array_equal(x.rgb, y.rgb) for x, y in zip(a, b))
+    assert any(not np.array_equal(x.rgb, z.rgb) for x, z in zip(a, c))
+
+
+def test_frames_change_only_inside_the_face_box(stages, avatar, silence):
+    frames = run(stages, avatar, silence, speech(0.5))
+    outside = frames[0].rgb.copy()
+    outside[40:200, 80:240] = 0
+    photo = avatar.source_rgb.copy()
+    photo[40:200, 80:240] = 0
+    np.testing.assert_array_equal(outside, photo)
+
+
+def test_audio_after_end_is_refused(stages, avatar, silence):
+    session = StreamingSession(avatar, stages, SessionOptions(), TINY.render_size, silence)
+    session.feed(speech(0.2))
+    session.end()
+    with pytest.raises(RuntimeError, match="after the end"):
+        session.feed(speech(0.1))
+
+
+def test_motion_is_continuous_across_windows(stages, avatar, silence):
+    """Overlap fusion: frame-to-frame pose change at window joins is no larger than inside windows."""
+    session = StreamingSession(avatar, stages, SessionOptions(overlap=70), TINY.render_size, silence)
+    rows = session.feed(speech(3.0)) + session.end()
+    pose = np.array(rows)[:, :202]
+    steps = np.abs(np.diff(pose, axis=0)).max(axis=1)
+    joins = steps[9::10]  # V = 10: frames 9->10, 19->20, ...
+    assert joins.max() <= 3 * np.median(steps) + 1e-6
