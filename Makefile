@@ -6,7 +6,7 @@ PROFILE ?= tiny
 WEIGHTS ?= synthetic
 EXPORT_DIR ?= out/export/$(PROFILE)
 
-.PHONY: setup demo export test test-slow lock clean
+.PHONY: setup demo export serve test test-slow lock clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,20 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 setup: $(BIN)/.installed
 
-# Until the server lands, the demo is the export: every stage to ONNX, checked against PyTorch.
-demo: export
+# Export (if needed), start a local tritonserver, stream the sample portrait + speech through it and
+# through the in-process pipeline, and print frames, first-frame delay and frames/s of both.
+demo: $(EXPORT_DIR)/manifest.json
+	$(BIN)/python benchmarks/stream_once.py --export $(EXPORT_DIR)
+
+$(EXPORT_DIR)/manifest.json: | setup
+	$(BIN)/ditto-export --profile $(PROFILE) --weights $(WEIGHTS) --out $(EXPORT_DIR) --timing 5
 
 export: setup
 	$(BIN)/ditto-export --profile $(PROFILE) --weights $(WEIGHTS) --out $(EXPORT_DIR) --timing 5
+
+# Serve the export on 127.0.0.1 (HTTP 8000, gRPC 8001, metrics 8002) until Ctrl-C.
+serve: $(EXPORT_DIR)/manifest.json
+	$(BIN)/ditto-serve --export $(EXPORT_DIR)
 
 test: setup
 	$(BIN)/pytest

@@ -17,16 +17,15 @@ from ditto_triton.avatar.cache import AvatarCache, avatar_id, check_avatar_id
 from ditto_triton.avatar.errors import AvatarError
 from ditto_triton.avatar.source import CropOptions, prepare_source
 from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCallError
-from ditto_triton.model_repository.backends.requests import RequestError, optional_bytes, optional_text
+from ditto_triton.model_repository.backends.requests import RequestError, model_settings, optional_bytes, optional_text
 from ditto_triton.profiles import get_profile
 from ditto_triton.streaming.avatar_features import AvatarFeatures, extract_features
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.profile = get_profile(params.get("profile", "tiny"))
+        _, params = model_settings(args)
+        self.profile = get_profile(params["profile"])
         self.stages = BlsStages(self.profile)
         self.cache: AvatarCache[AvatarFeatures] = AvatarCache(int(params.get("cache_size", "64")))
 

@@ -12,7 +12,6 @@ closed with the final flag. Errors close only the offending request (and end its
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCallError, bls_infer
-from ditto_triton.model_repository.backends.requests import RequestError, flag, optional, optional_text
+from ditto_triton.model_repository.backends.requests import RequestError, model_settings, flag, optional, optional_text
 from ditto_triton.profiles import get_profile
 from ditto_triton.streaming.audio_input import AudioInputError, to_float32
 from ditto_triton.streaming.avatar_features import AvatarFeatures
@@ -35,9 +34,8 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.profile = get_profile(params.get("profile", "tiny"))
+        config, params = model_settings(args)
+        self.profile = get_profile(params["profile"])
         self.stages = BlsStages(self.profile)
         self.sessions = SessionTable(
             idle_timeout_s=float(params.get("idle_timeout_s", "60")), max_sessions=int(config.get("max_batch_size", 16))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -34,3 +36,9 @@ def optional_bytes(request, name: str) -> bytes | None:
 def flag(request, name: str) -> bool:
     value = optional(request, name)
     return bool(value is not None and value.reshape(-1)[0])
+
+
+def model_settings(args: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """(model config, its string parameters) from the arguments Triton passes to `initialize`."""
+    config = json.loads(args["model_config"])
+    return config, {k: v["string_value"] for k, v in config.get("parameters", {}).items()}

@@ -1,0 +1,246 @@
+"""The streaming client: one gRPC bidirectional stream per session (a Triton sequence)."""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from ditto_triton.client.errors import ServerError, ServerUnavailableError
+
+ORCHESTRATOR = "orchestrator"
+AVATAR_REGISTRY = "avatar_registry"
+CHUNK_SAMPLES = 3200  # 200 ms at 16 kHz
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class ReceivedFrame:
+    index: int
+    pts_s: float  # presentation time from the start of the audio
+    rgb: np.ndarray  # (H, W, 3) uint8
+    received_s: float  # time.perf_counter() when it arrived
+
+
+def _bytes_input(name: str, value: bytes, batched: bool) -> grpcclient.InferInput:
+    shape = [1, 1] if batched else [1]
+    tensor = grpcclient.InferInput(name, shape, "BYTES")
+    tensor.set_data_from_numpy(np.array([value], dtype=object).reshape(shape))
+    return tensor
+
+
+def _server_message(exc: InferenceServerException) -> str:
+    return (exc.message() if callable(getattr(exc, "message", None)) else str(exc)).strip()
+
+
+class StreamSession:
+    """Send audio chunks, then `end()`; iterate `frames()` to receive every frame in order.
+
+    Audio is 16 kHz mono, float32 in [-1, 1] or int16 PCM, in chunks of any length. The first
+    request opens the session (START, avatar id, options); `end()` flushes the tail.
+    """
+
+    def __init__(self, url: str, avatar_id: str, options: dict | None = None, timeout_s: float = 60.0, sequence_id: int | None = None):
+        self.avatar_id = avatar_id
+        self.options = dict(options or {})
+        self.output_format = self.options.get("output_format", "rgb")
+        self.timeout_s = timeout_s
+        self.sequence_id = sequence_id or random.SystemRandom().randrange(1, 2**63)
+        self._client = grpcclient.InferenceServerClient(url)
+        self._events: queue.Queue = queue.Queue()
+        self._sent = 0
+        self._finished = 0
+        self._ended = False
+        self._lock = threading.Lock()
+        self.first_send_s: float | None = None
+        try:
+            self._client.start_stream(callback=self._on_response)
+        except InferenceServerException as exc:
+            raise ServerUnavailableError(f"cannot open a stream to {url}: {_server_message(exc)}") from None
+
+    # -- sending -------------------------------------------------------------------------------
+    def send(self, audio: np.ndarray) -> None:
+        self._send(audio, end=False)
+
+    def end(self, audio: np.ndarray | None = None) -> None:
+        self._send(audio, end=True)
+
+    def _send(self, audio: np.ndarray | None, end: bool) -> None:
+        with self._lock:
+            if self._ended:
+                raise ValueError("this session has already ended")
+            start = self._sent == 0
+            inputs = []
+            if audio is not None and np.asarray(audio).size:
+                audio = np.asarray(audio)
+                if audio.dtype == np.int16:
+                    name, dtype = "audio_int16", "INT16"
+                elif audio.dtype == np.float32:
+                    name, dtype = "audio", "FP32"
+                else:
+                    raise ValueError(f"audio must be float32 or int16 16 kHz mono, got {audio.dtype}")
+                tensor = grpcclient.InferInput(name, [1, audio.size], dtype)
+                tensor.set_data_from_numpy(np.ascontiguousarray(audio.reshape(1, -1)))
+                inputs.append(tensor)
+            if start:
+                inputs.append(_bytes_input("avatar_id", self.avatar_id.encode(), batched=True))
+                if self.options:
+                    inputs.append(_bytes_input("options", json.dumps(self.options).encode(), batched=True))
+                self.first_send_s = time.perf_counter()
+            self._client.async_stream_infer(
+                ORCHESTRATOR,
+                inputs,
+                request_id=str(self._sent),
+                sequence_id=self.sequence_id,
+                sequence_start=start,
+                sequence_end=end,
+                enable_empty_final_response=True,
+            )
+            self._sent += 1
+            self._ended = end
+
+    # -- receiving -----------------------------------------------------------------------------
+    def _on_response(self, result, error) -> None:
+        now = time.perf_counter()
+        if error is not None:
+            self._events.put(("error", _server_message(error)))
+            return
+        response = result.get_response()
+        if result.as_numpy("frame") is not None:
+            data = result.as_numpy("frame").reshape(-1)
+            shape = tuple(int(v) for v in result.as_numpy("frame_shape").reshape(-1))
+            if self.output_format == "jpeg":
+                rgb = np.asarray(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
+            else:
+                rgb = data.reshape(shape)
+            index = int(result.as_numpy("frame_index").reshape(-1)[0])
+            pts = float(result.as_numpy("pts_s").reshape(-1)[0])
+            self._events.put(("frame", ReceivedFrame(index, pts, rgb, now)))
+        final = response.parameters.get("triton_final_response")
+        if final is not None and final.bool_param:
+            self._events.put(("final", None))
+
+    def frames(self) -> Iterator[ReceivedFrame]:
+        """Frames as they arrive, until `end()` was sent and every request is answered.
+
+        Raises ServerError with the server's message on an error response, and TimeoutError when
+        nothing arrives for `timeout_s`.
+        """
+        while True:
+            with self._lock:
+                if self._ended and self._finished >= self._sent:
+                    return
+            try:
+                kind, value = self._events.get(timeout=self.timeout_s)
+            except queue.Empty:
+                raise TimeoutError(f"no response from the server for {self.timeout_s:.0f} s") from None
+            if kind == "frame":
+                yield value
+            elif kind == "final":
+                self._finished += 1
+            else:
+                self._finished += 1
+                raise ServerError(value)
+
+    def close(self) -> None:
+        self._client.stop_stream()
+        self._client.close()
+
+    def __enter__(self) -> StreamSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class DittoClient:
+    """Connection to a Ditto Triton server (gRPC, e.g. "127.0.0.1:8001")."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 60.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        try:
+            self._client = grpcclient.InferenceServerClient(url)
+            ready = self._client.is_server_ready(client_timeout=timeout_s)
+        except InferenceServerException as exc:
+            raise ServerUnavailableError(f"cannot reach a Triton server at {url}: {_server_message(exc)}") from None
+        except ValueError as exc:  # malformed URL
+            raise ServerUnavailableError(f"invalid server URL {url!r}: {exc}") from None
+        if not ready:
+            raise ServerUnavailableError(f"the Triton server at {url} is not ready")
+        for model in (AVATAR_REGISTRY, ORCHESTRATOR):
+            try:
+                model_ready = self._client.is_model_ready(model)
+            except InferenceServerException as exc:
+                raise ServerUnavailableError(f"{url}: {_server_message(exc)}") from None
+            if not model_ready:
+                raise ServerUnavailableError(f"the server at {url} does not serve a ready '{model}' model")
+
+    def register_avatar(self, image: bytes, options: dict | None = None) -> str:
+        """Register an encoded portrait (JPEG/PNG/...); returns its avatar id."""
+        inputs = [_bytes_input("image", image, batched=False)]
+        if options:
+            inputs.append(_bytes_input("options", json.dumps(options).encode(), batched=False))
+        try:
+            result = self._client.infer(
+                AVATAR_REGISTRY, inputs, outputs=[grpcclient.InferRequestedOutput("avatar_id")], client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise ServerError(_server_message(exc)) from None
+        return result.as_numpy("avatar_id").reshape(-1)[0].decode()
+
+    def open_session(self, avatar_id: str, options: dict | None = None) -> StreamSession:
+        return StreamSession(self.url, avatar_id, options, self.timeout_s)
+
+    def stream(
+        self,
+        avatar_id: str,
+        audio: np.ndarray,
+        options: dict | None = None,
+        chunk_samples: int = CHUNK_SAMPLES,
+        realtime: bool = False,
+    ) -> Iterator[ReceivedFrame]:
+        """Send `audio` in chunks (paced in real time, or as fast as possible) and yield the frames."""
+        session = self.open_session(avatar_id, options)
+        failure: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                start = time.perf_counter()
+                chunks = [audio[i : i + chunk_samples] for i in range(0, audio.size, chunk_samples)] or [audio[:0]]
+                for k, chunk in enumerate(chunks):
+                    if realtime:
+                        time.sleep(max(0.0, start + k * chunk_samples / SAMPLE_RATE - time.perf_counter()))
+                    (session.end if k == len(chunks) - 1 else session.send)(chunk)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                failure.append(exc)
+                session._events.put(("error", f"sending audio failed: {exc}"))
+
+        sender = threading.Thread(target=feed, daemon=True, name="ditto-audio-sender")
+        sender.start()
+        try:
+            yield from session.frames()
+        finally:
+            sender.join(timeout=1)
+            session.close()
+        if failure:
+            raise failure[0]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> DittoClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
