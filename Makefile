@@ -19,10 +19,17 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 setup: $(BIN)/.installed
 
-# Export (if needed), start a local tritonserver, stream the sample portrait + speech through it and
-# through the in-process pipeline, and print frames, first-frame delay and frames/s of both.
+DEMO_IMAGE ?= ../shared/samples/ditto_example_image.jpg
+DEMO_AUDIO ?= ../shared/samples/ditto_example_audio.wav
+DEMO_MAX_SIZE ?= 512
+
+# Export (if needed), start an embedded tritonserver, render the sample portrait speaking the sample
+# audio to out/demo.mp4 (+ a contact sheet), print what was measured, stop the server.
 demo: $(EXPORT_DIR)/manifest.json
-	$(BIN)/python benchmarks/stream_once.py --export $(EXPORT_DIR)
+	$(BIN)/ditto-render --image $(DEMO_IMAGE) --audio $(DEMO_AUDIO) --out out/demo.mp4 \
+		--contact-sheet out/demo.png --profile $(PROFILE) --weights $(WEIGHTS) --export-dir $(EXPORT_DIR) \
+		--max-size $(DEMO_MAX_SIZE)
+	@echo "video: out/demo.mp4   contact sheet: out/demo.png"
 
 $(EXPORT_DIR)/manifest.json: | setup
 	$(BIN)/ditto-export --profile $(PROFILE) --weights $(WEIGHTS) --out $(EXPORT_DIR) --timing 5

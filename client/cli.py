@@ -1,0 +1,160 @@
+"""`ditto-render`: portrait + speech -> talking-head MP4 (H.264, 25 fps, with the input audio as AAC).
+
+    ditto-render --image face.jpg --audio speech.wav --out out.mp4
+    ditto-render --image face.jpg --audio speech.wav --out out.mp4 --url 127.0.0.1:8001 --live
+
+Without --url an embedded tritonserver is started on loopback from the export of --profile (exported
+first if missing: tiny synthetic weights unless --weights points at Ditto's ditto_pytorch/) and stopped
+afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ditto_triton.client.audio import load_audio
+from ditto_triton.client.errors import DittoClientError
+from ditto_triton.client.session import DittoClient, ReceivedFrame
+from ditto_triton.client.video import Mp4Writer, contact_sheet
+
+SYNTHETIC_NOTE = (
+    "note: these networks run with seeded synthetic weights, so the face is noise-like, not a talking person. "
+    "Export with Ditto's released weights (--weights /path/to/ditto_pytorch) for the real model."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ditto-render", description=__doc__.split("\n\n")[0])
+    p.add_argument("--image", type=Path, required=True, help="portrait (any format Pillow reads)")
+    p.add_argument("--audio", type=Path, required=True, help="speech (WAV/FLAC/OGG/MP3, any rate, mono or stereo)")
+    p.add_argument("--out", type=Path, required=True, help="output .mp4")
+    p.add_argument("--url", default=None, help="gRPC address of a running server (default: start one)")
+    p.add_argument("--live", action="store_true", help="send audio paced in real time (default: as fast as possible)")
+    p.add_argument("--profile", choices=("tiny", "full"), default="tiny", help="embedded server only")
+    p.add_argument("--weights", default="synthetic", help="embedded server only: 'synthetic' or ditto_pytorch/ dir")
+    p.add_argument("--export-dir", type=Path, default=None, help="embedded server only (default out/export/<profile>)")
+    p.add_argument("--contact-sheet", type=Path, default=None, help="also write a PNG of a few frames side by side")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds without a response before giving up")
+    s = p.add_argument_group("session options")
+    s.add_argument("--overlap", type=int, help="LMDM window overlap (40..79, default 70)")
+    s.add_argument("--steps", type=int, dest="sampling_steps", help="DDIM steps per window (default 10)")
+    s.add_argument("--seed", type=int, help="noise seed (default 0)")
+    s.add_argument("--emotion", type=int, help="0..7: angry disgust fear happy neutral sad surprise contempt (default 4)")
+    s.add_argument("--delta-pitch", type=float, help="degrees added to every frame's pitch (default 2)")
+    s.add_argument("--delta-yaw", type=float)
+    s.add_argument("--delta-roll", type=float)
+    r = p.add_argument_group("registration options")
+    r.add_argument("--max-size", type=int, help="long-side cap of the photo (default 1920)")
+    r.add_argument("--crop-scale", type=float, help="crop size / face size (default 2.3)")
+    r.add_argument("--crop-vy-ratio", type=float, help="vertical crop shift (default -0.125)")
+    return p
+
+
+def _pick(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+@contextlib.contextmanager
+def embedded_server(args: argparse.Namespace, console: Console) -> Iterator[str]:
+    from ditto_triton.export.manifest import MANIFEST_NAME
+    from ditto_triton.model_repository.render import render_repository
+    from ditto_triton.model_repository.server import TritonServer
+
+    export = args.export_dir or Path("out/export") / args.profile
+    if not (export / MANIFEST_NAME).is_file():
+        console.print(f"exporting the {args.profile} networks to {export} (once) ...")
+        from ditto_triton.export.pipeline import ExportOptions, export_all
+        from ditto_triton.profiles import get_profile
+
+        export_all(ExportOptions(profile=get_profile(args.profile), weights=args.weights, out=export))
+    with tempfile.TemporaryDirectory(prefix="ditto-repo-") as tmp:
+        repo = render_repository(export, Path(tmp) / "repo", "python-ort", include_services=True)
+        console.print("starting tritonserver on 127.0.0.1 ...")
+        with TritonServer(repo) as server:
+            yield server.grpc_url
+
+
+def late_frames(frames: list[ReceivedFrame]) -> int:
+    """Frames that arrived after their presentation time, counted from the first frame's arrival."""
+    if not frames:
+        return 0
+    t0, p0 = frames[0].received_s, frames[0].pts_s
+    return sum(f.received_s - t0 > f.pts_s - p0 + 1e-3 for f in frames)
+
+
+def render(args: argparse.Namespace, url: str, console: Console) -> dict:
+    audio16 = load_audio(args.audio)
+    original, rate = sf.read(str(args.audio), dtype="float32", always_2d=False)
+    image = args.image.read_bytes()
+    expected = -(-audio16.size // 640)
+    with DittoClient(url, timeout_s=args.timeout) as client:
+        avatar = client.register_avatar(image, _pick(args, ("max_size", "crop_scale", "crop_vy_ratio")))
+        options = _pick(args, ("overlap", "sampling_steps", "seed", "emotion", "delta_pitch", "delta_yaw", "delta_roll"))
+        writer = Mp4Writer(args.out, original, rate)
+        frames: list[ReceivedFrame] = []
+        sheet: list[np.ndarray] = []
+        stride = max(1, expected // 12)
+        start = time.perf_counter()
+        with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task("frames", total=expected)
+            try:
+                for frame in client.stream(avatar, audio16, options, realtime=args.live):
+                    writer.add(frame.rgb)
+                    frames.append(ReceivedFrame(frame.index, frame.pts_s, np.empty(0), frame.received_s))
+                    if frame.index % stride == 0:
+                        sheet.append(frame.rgb)
+                    bar.advance(task)
+            finally:
+                writer.close()
+    if args.contact_sheet and sheet:
+        args.contact_sheet.parent.mkdir(parents=True, exist_ok=True)
+        contact_sheet(sheet).save(args.contact_sheet)
+    span = frames[-1].received_s - frames[0].received_s if len(frames) > 1 else 0.0
+    return {
+        "frames": len(frames),
+        "expected_frames": expected,
+        "first_frame_delay_ms": round((frames[0].received_s - start) * 1e3, 1) if frames else None,
+        "fps": round((len(frames) - 1) / span, 2) if span > 0 else None,
+        "late_frames": late_frames(frames),
+        "audio_s": round(audio16.size / 16000, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True, soft_wrap=True)  # one summary line, never wrapped mid-number
+    for path in (args.image, args.audio):
+        if not path.is_file():
+            console.print(f"error: {path}: no such file")
+            return 2
+    try:
+        with contextlib.ExitStack() as stack:
+            url = args.url or stack.enter_context(embedded_server(args, console))
+            summary = render(args, url, console)
+    except (DittoClientError, ValueError, TimeoutError) as exc:
+        console.print(f"error: {exc}")
+        return 2
+    console.print(
+        f"wrote {args.out}: {summary['frames']} frames ({summary['audio_s']} s of audio), first frame after "
+        f"{summary['first_frame_delay_ms']} ms, {summary['fps']} frames/s, {summary['late_frames']} late frames"
+    )
+    if args.contact_sheet:
+        console.print(f"contact sheet: {args.contact_sheet}")
+    if not args.url and args.weights == "synthetic":
+        console.print(SYNTHETIC_NOTE)
+    return 0 if summary["frames"] == summary["expected_frames"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

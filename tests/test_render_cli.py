@@ -1,0 +1,90 @@
+"""`ditto-render`: portrait + speech -> MP4 through a real tritonserver (tiny profile)."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from ditto_triton.client.cli import main as render_main
+from ditto_triton.model_repository.server import free_port
+
+
+@pytest.fixture(scope="module")
+def service_server(triton_server_factory):
+    return triton_server_factory(include_services=True)
+
+
+@pytest.fixture(scope="module")
+def short_stereo_wav(samples_dir, tmp_path_factory):
+    """1.3 s of the sample speech as 24 kHz stereo: exercises resampling and down-mixing."""
+    audio, rate = sf.read(samples_dir / "ditto_example_audio.wav", dtype="float32")
+    cut = audio[: int(1.3 * rate)]
+    path = tmp_path_factory.mktemp("audio") / "speech_stereo.wav"
+    sf.write(path, np.stack([cut, cut * 0.5], axis=1), rate)
+    return path
+
+
+def probe(path):
+    with av.open(str(path)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        return {
+            "fps": float(video.average_rate),
+            "size": (video.width, video.height),
+            "frames": video.frames,
+            "video_s": float(video.duration * video.time_base),
+            "audio_s": float(audio.duration * audio.time_base),
+            "audio_channels": audio.channels,
+        }
+
+
+def test_mp4_has_video_and_audio_of_the_same_length(service_server, samples_dir, short_stereo_wav, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    sheet = tmp_path / "sheet.png"
+    code = render_main([
+        "--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(short_stereo_wav),
+        "--out", str(out), "--url", service_server.grpc_url, "--max-size", "512", "--contact-sheet", str(sheet),
+    ])
+    assert code == 0
+    info = probe(out)
+    assert info["fps"] == 25 and info["size"] == (512, 512)
+    assert info["frames"] == 33  # ceil(1.3 s * 25)
+    assert info["audio_channels"] == 2
+    assert abs(info["video_s"] - 1.3) <= 1 / 25 and abs(info["audio_s"] - 1.3) <= 1 / 25
+    assert Image.open(sheet).size[1] == 256
+    err = capsys.readouterr().err
+    assert "33 frames" in err and "first frame after" in err and "late frames" in err
+
+
+def test_embedded_server_when_no_url(tiny_export, samples_dir, short_stereo_wav, tmp_path, capsys):
+    out = tmp_path / "embedded.mp4"
+    code = render_main([
+        "--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(short_stereo_wav),
+        "--out", str(out), "--export-dir", str(tiny_export), "--max-size", "256", "--seed", "3",
+    ])
+    assert code == 0
+    assert probe(out)["size"] == (256, 256)
+    assert "synthetic weights" in capsys.readouterr().err
+
+
+def run_error(args, capsys) -> str:
+    assert render_main(args) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) <= 2 and "Traceback" not in "\n".join(lines)  # one clear line (rich may wrap it)
+    return " ".join(lines)
+
+
+def test_server_down_is_one_line(samples_dir, short_stereo_wav, tmp_path, capsys):
+    base = ["--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(short_stereo_wav), "--out", str(tmp_path / "x.mp4")]
+    port = free_port()
+    assert "cannot reach a Triton server" in run_error(base + ["--url", f"127.0.0.1:{port}", "--timeout", "2"], capsys)
+    assert "error:" in run_error(base + ["--url", "no such host:::", "--timeout", "2"], capsys)
+    assert "no such file" in run_error(["--image", str(tmp_path / "none.jpg"), "--audio", str(short_stereo_wav), "--out", "x.mp4"], capsys)
+
+
+def test_server_without_the_models_is_one_line(triton_stage_server, samples_dir, short_stereo_wav, tmp_path, capsys):
+    args = ["--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(short_stereo_wav),
+            "--out", str(tmp_path / "x.mp4"), "--url", triton_stage_server.grpc_url]
+    assert "avatar_registry" in run_error(args, capsys)
