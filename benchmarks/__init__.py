@@ -1,0 +1,1 @@
+"""Benchmarks: perf_analyzer per stage, Locust sessions, ratios, the report and the real-time gate."""
