@@ -8,20 +8,37 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from ditto_triton.client.audio import load_audio
 from ditto_triton.client.errors import ServerError, ServerUnavailableError
 
 ORCHESTRATOR = "orchestrator"
 AVATAR_REGISTRY = "avatar_registry"
 CHUNK_SAMPLES = 3200  # 200 ms at 16 kHz
 SAMPLE_RATE = 16000
+
+
+AudioSource = str | Path | np.ndarray | Iterable[np.ndarray]
+
+
+def _chunks(audio: AudioSource, chunk_samples: int) -> Iterator[np.ndarray]:
+    if isinstance(audio, (str, Path)):
+        audio = load_audio(audio)
+    if isinstance(audio, np.ndarray):
+        audio = audio.reshape(-1)
+        for i in range(0, audio.size, chunk_samples):
+            yield audio[i : i + chunk_samples]
+        return
+    for chunk in audio:
+        yield np.asarray(chunk).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -205,23 +222,33 @@ class DittoClient:
     def stream(
         self,
         avatar_id: str,
-        audio: np.ndarray,
+        audio: AudioSource,
         options: dict | None = None,
         chunk_samples: int = CHUNK_SAMPLES,
         realtime: bool = False,
     ) -> Iterator[ReceivedFrame]:
-        """Send `audio` in chunks (paced in real time, or as fast as possible) and yield the frames."""
+        """Send audio and yield the frames as they arrive.
+
+        `audio` is a file path (any format soundfile reads, resampled to 16 kHz mono), a 16 kHz mono
+        array (float32 or int16, sent in `chunk_samples` pieces) or an iterable of such chunks (e.g.
+        a microphone). With `realtime` the sender paces itself to the audio's duration.
+        """
         session = self.open_session(avatar_id, options)
         failure: list[BaseException] = []
 
         def feed() -> None:
             try:
                 start = time.perf_counter()
-                chunks = [audio[i : i + chunk_samples] for i in range(0, audio.size, chunk_samples)] or [audio[:0]]
-                for k, chunk in enumerate(chunks):
+                sent = 0
+                pending = None
+                for chunk in _chunks(audio, chunk_samples):
+                    if pending is not None:
+                        session.send(pending)
                     if realtime:
-                        time.sleep(max(0.0, start + k * chunk_samples / SAMPLE_RATE - time.perf_counter()))
-                    (session.end if k == len(chunks) - 1 else session.send)(chunk)
+                        time.sleep(max(0.0, start + sent / SAMPLE_RATE - time.perf_counter()))
+                    sent += chunk.size
+                    pending = chunk
+                session.end(pending)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 failure.append(exc)
                 session._events.put(("error", f"sending audio failed: {exc}"))
@@ -235,6 +262,22 @@ class DittoClient:
             session.close()
         if failure:
             raise failure[0]
+
+    def render(
+        self,
+        avatar_id: str,
+        audio: AudioSource,
+        on_frame: Callable[[ReceivedFrame], None],
+        options: dict | None = None,
+        chunk_samples: int = CHUNK_SAMPLES,
+        realtime: bool = False,
+    ) -> int:
+        """Like `stream`, but hands every frame to `on_frame`; returns the number of frames."""
+        count = 0
+        for frame in self.stream(avatar_id, audio, options, chunk_samples, realtime):
+            on_frame(frame)
+            count += 1
+        return count
 
     def close(self) -> None:
         self._client.close()

@@ -9,12 +9,14 @@ import time
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from PIL import Image
 
 from ditto_triton.client import DittoClient, ServerError, ServerUnavailableError, load_audio
 from ditto_triton.model_repository.render import render_repository
 from ditto_triton.model_repository.server import TritonServer, free_port
 from ditto_triton.profiles import TINY
+from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar, render_audio
 from ditto_triton.streaming.stages import OrtStages
@@ -62,13 +64,35 @@ def reference(stages, image, audio, **options):
     return render_audio(stages, avatar, audio, TINY.render_size, SessionOptions(**options))
 
 
-def test_stream_equals_in_process_pipeline(client, portrait, speech16k, stages):
+def server_avatar(server, avatar_id: str) -> AvatarFeatures:
+    """The features the server cached for `avatar_id`, read back through avatar_registry."""
+    names = ["f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source"]
+    ident = grpcclient.InferInput("avatar_id", [1], "BYTES")
+    ident.set_data_from_numpy(np.array([avatar_id.encode()], dtype=object))
+    with grpcclient.InferenceServerClient(server.grpc_url) as c:
+        out = c.infer("avatar_registry", [ident], outputs=[grpcclient.InferRequestedOutput(n) for n in names])
+    values = {n: out.as_numpy(n) for n in names}
+    values["f_s"] = values["f_s"][None]
+    return AvatarFeatures(**values)
+
+
+def test_registration_equals_in_process(server, client, portrait, stages):
+    served = server_avatar(server, client.register_avatar(portrait, CROP))
+    local = register_avatar(stages, portrait, TINY.appearance.image_size, CROP)
+    np.testing.assert_array_equal(served.source_rgb, local.source_rgb)
+    np.testing.assert_allclose(served.crop_to_source, local.crop_to_source, rtol=1e-6, atol=1e-4)
+    for name in ("f_s", "motion_info", "eye_open", "eye_ball"):
+        np.testing.assert_allclose(getattr(served, name), getattr(local, name), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_stream_equals_in_process_pipeline(server, client, portrait, speech16k, stages):
     avatar = client.register_avatar(portrait, CROP)
     frames = list(client.stream(avatar, speech16k))  # 200 ms chunks
     assert len(frames) == -(-speech16k.size // 640)  # 25 frames per second of audio, tail rounded up
     assert [f.index for f in frames] == list(range(len(frames)))
     assert all(abs(f.pts_s - f.index / 25) < 1e-9 for f in frames)
-    ref = reference(stages, portrait, speech16k)
+    # Same avatar features on both sides (registration parity is its own test above).
+    ref = render_audio(stages, server_avatar(server, avatar), speech16k, TINY.render_size)
     assert len(ref) == len(frames)
     assert frames[0].rgb.shape == ref[0].rgb.shape == (512, 512, 3)
     # One session alone: the same graphs at the same batch sizes, so uint8 frames are identical
@@ -185,3 +209,15 @@ def test_idle_session_is_freed(tiny_export, tmp_path, portrait):
         later.end(np.zeros(3200, np.float32))
         assert len(list(later.frames())) == 5
         later.close()
+
+
+def test_audio_from_a_file_an_iterator_and_a_callback(client, portrait, samples_dir, speech16k):
+    avatar = client.register_avatar(portrait, CROP)
+    cut = speech16k[:12000]
+    chunks = (cut[i : i + 1000] for i in range(0, cut.size, 1000))  # e.g. a microphone: 62.5 ms pieces
+    received = []
+    assert client.render(avatar, chunks, received.append) == 19 == len(received)
+    from_array = list(client.stream(avatar, cut))
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(received, from_array))
+    from_file = list(client.stream(avatar, samples_dir / "ditto_example_audio.wav", chunk_samples=16000))
+    assert len(from_file) == -(-speech16k.size // 640)

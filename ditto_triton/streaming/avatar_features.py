@@ -39,11 +39,21 @@ def extract_features(
     source_rgb: np.ndarray, crop_to_source: np.ndarray,
 ) -> AvatarFeatures:
     """Run the appearance and motion extractors on the (1, 3, S, S) crop and bundle the results."""
-    f_s = stages.infer("appearance_extractor", {"image": extractor_input})["pred"]
-    motion = stages.infer("motion_extractor", {"image": extractor_input})
+    outputs = {
+        **stages.infer("appearance_extractor", {"image": extractor_input}),
+        **stages.infer("motion_extractor", {"image": extractor_input}),
+    }
+    return features_from_extractors(outputs, eye_open, eye_ball, source_rgb, crop_to_source)
+
+
+def features_from_extractors(
+    outputs: dict[str, np.ndarray], eye_open: np.ndarray, eye_ball: np.ndarray,
+    source_rgb: np.ndarray, crop_to_source: np.ndarray,
+) -> AvatarFeatures:
+    """Bundle the extractors' outputs (`pred` and the motion keys, batch 1) with the crop's data."""
     return AvatarFeatures(
-        f_s=np.ascontiguousarray(f_s, np.float32),
-        motion_info=pack_info({k: motion[k] for k in MOTION_KEYS}),
+        f_s=np.ascontiguousarray(outputs["pred"], np.float32),
+        motion_info=pack_info({k: outputs[k] for k in MOTION_KEYS}),
         eye_open=np.asarray(eye_open, np.float32).reshape(1, 2),
         eye_ball=np.asarray(eye_ball, np.float32).reshape(1, 6),
         source_rgb=np.ascontiguousarray(source_rgb, np.uint8),

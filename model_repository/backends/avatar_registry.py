@@ -16,17 +16,19 @@ import triton_python_backend_utils as pb_utils
 from ditto_triton.avatar.cache import AvatarCache, avatar_id, check_avatar_id
 from ditto_triton.avatar.errors import AvatarError
 from ditto_triton.avatar.source import CropOptions, prepare_source
-from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCallError
+from ditto_triton.model_repository.backends.bls_stages import StageCallError, bls_infer
 from ditto_triton.model_repository.backends.requests import RequestError, model_settings, optional_bytes, optional_text
 from ditto_triton.profiles import get_profile
-from ditto_triton.streaming.avatar_features import AvatarFeatures, extract_features
+from ditto_triton.streaming.avatar_features import AvatarFeatures, features_from_extractors
+from ditto_triton.streaming.motion_vector import MOTION_KEYS
+
+EXTRACTOR_OUTPUTS = ["pred", *MOTION_KEYS]
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         _, params = model_settings(args)
         self.profile = get_profile(params["profile"])
-        self.stages = BlsStages(self.profile)
         self.cache: AvatarCache[AvatarFeatures] = AvatarCache(int(params.get("cache_size", "64")))
 
     def execute(self, requests: list) -> list:
@@ -59,10 +61,9 @@ class TritonPythonModel:
         key = avatar_id(image, raw, self.profile.name)
         if key not in self.cache:
             source = prepare_source(image, options)
-            features = extract_features(
-                self.stages, source.extractor_input(self.profile.appearance.image_size),
-                source.eye_open, source.eye_ball, source.rgb, source.M_c2o,
-            )
+            # The `extractors` ensemble runs both networks in one call, with no Python in between.
+            outputs = bls_infer("extractors", {"image": source.extractor_input(self.profile.appearance.image_size)}, EXTRACTOR_OUTPUTS)
+            features = features_from_extractors(outputs, source.eye_open, source.eye_ball, source.rgb, source.M_c2o)
             self.cache.put(key, features)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("avatar_id", np.array([key.encode()], dtype=object))])
 
