@@ -1,8 +1,8 @@
 """Network hyper-parameters per profile.
 
 `full` is Ditto's released architecture (see the architecture reference, §3). `tiny` keeps every
-network's topology, I/O names and tensor ranks but shrinks widths and spatial sizes so the whole
-pipeline streams in real time on two CPU cores. Profiles are data: the networks read these
+network's topology (layer types and their order), I/O names and tensor ranks but shrinks widths,
+spatial sizes and a few repeat counts so the whole pipeline streams in real time on two CPU cores. Profiles are data: the networks read these
 dataclasses and never branch on the profile name. This module imports neither torch nor Triton.
 """
 
@@ -203,7 +203,9 @@ TINY = Profile(
     hubert=HubertConfig(
         hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, conv_dim=32, conv_pos_groups=4
     ),
-    lmdm=LMDMConfig(audio_dim=64, latent_dim=64, ff_size=128, num_heads=4),
+    # At width 64 an LMDM step costs per-node overhead, not FLOPs: 2 FiLM decoder layers and 1 condition
+    # layer (every layer type kept) halve the 20 guided steps that precede the first frame.
+    lmdm=LMDMConfig(audio_dim=64, latent_dim=64, ff_size=128, num_heads=4, num_layers=2, num_cond_layers=1),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (FULL, TINY)}

@@ -61,16 +61,16 @@ def step() -> LMDMStep:
 def test_state_dict_keys_tiny() -> None:
     sd = MotionDecoder(CFG).state_dict()
     assert set(sd) == _expected_keys(CFG)
-    assert len(sd) == 249  # 23 top-level + 2 x 13 encoder + 8 x 25 decoder
+    assert len(sd) == 23 + 13 * CFG.num_cond_layers + 25 * CFG.num_layers  # top-level + encoder + decoder layers
     d = CFG.latent_dim
     shapes = {
         "input_projection.weight": (d, 2 * CFG.motion_dim),
         "null_cond_embed": (1, CFG.seq_frames, d),
         "null_cond_hidden": (1, d),
         "cond_projection.weight": (d, CFG.cond_dim),
-        "seqTransDecoder.stack.7.film3.block.1.weight": (2 * d, d),
+        f"seqTransDecoder.stack.{CFG.num_layers - 1}.film3.block.1.weight": (2 * d, d),
         "seqTransDecoder.stack.0.multihead_attn.in_proj_weight": (3 * d, d),
-        "cond_encoder.1.linear1.weight": (CFG.ff_size, d),
+        f"cond_encoder.{CFG.num_cond_layers - 1}.linear1.weight": (CFG.ff_size, d),
         "to_time_tokens.0.weight": (2 * d, 4 * d),
         "final_layer.weight": (CFG.motion_dim, d),
     }

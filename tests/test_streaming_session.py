@@ -98,3 +98,15 @@ def test_motion_is_continuous_across_windows(stages, avatar, silence):
     steps = np.abs(np.diff(pose, axis=0)).max(axis=1)
     joins = steps[9::10]  # V = 10: frames 9->10, 19->20, ...
     assert joins.max() <= 3 * np.median(steps) + 1e-6
+
+
+def test_render_batches_depend_only_on_frame_indices():
+    from ditto_triton.streaming.session import render_batch_end
+
+    spans, i = [], 0
+    while i < 30:
+        end = render_batch_end(i, window=10, batch=4)
+        spans.append((i, end))
+        i = end
+    assert spans[:4] == [(0, 1), (1, 5), (5, 9), (9, 10)]
+    assert all(e - s <= 4 and s // 10 == (e - 1) // 10 for s, e in spans)  # never across a window block

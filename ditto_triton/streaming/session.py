@@ -72,6 +72,11 @@ class StreamingSession:
         self.ended = False
 
     @property
+    def frames_per_window(self) -> int:
+        """Frames each LMDM window releases (80 - overlap)."""
+        return self._motion.s.valid
+
+    @property
     def total_frames(self) -> int:
         return frames_for_samples(self._chunker.total_samples)
 
@@ -91,19 +96,29 @@ class StreamingSession:
 
     def render(self, row: np.ndarray) -> Frame:
         """Motion row -> stitched keypoints -> warp -> decode -> put-back."""
+        return self.render_batch([row])[0]
+
+    def render_batch(self, rows: list[np.ndarray]) -> list[Frame]:
+        """Several frames through the render chain as one batch per stage (fewer, larger calls)."""
         if self._stitcher is None:
             self._stitcher = MotionStitcher(
                 self._avatar.info,
                 self._motion.d0,
                 {"delta_pitch": self.options.delta_pitch, "delta_yaw": self.options.delta_yaw, "delta_roll": self.options.delta_roll},
             )
-        x_s, x_d = self._stitcher.keypoints(row)
+        pairs = [self._stitcher.keypoints(row) for row in rows]
+        x_s = np.concatenate([p[0] for p in pairs])
+        x_d = np.concatenate([p[1] for p in pairs])
         x_d = self._stages.infer("stitch_network", {"kp_source": x_s, "kp_driving": x_d})["out"]
-        feature = self._stages.infer("warp_network", {"feature_3d": self._avatar.f_s, "kp_source": x_s, "kp_driving": x_d})["out"]
-        render = self._stages.infer("decoder", {"feature": feature})["output"]
-        index = self.frames_rendered
-        self.frames_rendered += 1
-        return Frame(index=index, pts_s=index / FPS, rgb=self._putback(render[0]))
+        f_s = np.repeat(self._avatar.f_s, len(rows), axis=0) if len(rows) > 1 else self._avatar.f_s
+        feature = self._stages.infer("warp_network", {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d})["out"]
+        renders = self._stages.infer("decoder", {"feature": feature})["output"]
+        frames = []
+        for render in renders:
+            index = self.frames_rendered
+            self.frames_rendered += 1
+            frames.append(Frame(index=index, pts_s=index / FPS, rgb=self._putback(render)))
+        return frames
 
     def _encode(self, windows: list[np.ndarray]) -> np.ndarray:
         feats = [features_from_encoding(self._stages.infer("hubert", {"input_values": w[None]})["encoding_out"]) for w in windows]
@@ -119,13 +134,28 @@ class StreamingSession:
 _END = object()
 
 
+def render_batch_end(index: int, window: int, batch: int) -> int:
+    """End (exclusive) of the render batch starting at frame `index`.
+
+    Batches depend only on frame indices, never on how audio was chunked, so frames are the same
+    however a client sends its audio: frame 0 alone (first-frame delay), then runs of `batch` that
+    never cross a window's block of `window` released frames.
+    """
+    if index == 0:
+        return 1
+    block_start = max(index // window * window, 1)
+    block_end = (index // window + 1) * window
+    return min(block_start + ((index - block_start) // batch + 1) * batch, block_end)
+
+
 class PipelinedSession:
     """Runs a StreamingSession on a motion thread and a render thread.
 
     Every submitted item carries a `tag` (the Triton adapter uses the request's response sender).
     Frames caused by an item are passed to `on_frame(frame, tag)`; once all of them are out,
     `on_done(tag)` is called, in submission order. After an error every pending and later item gets
-    `on_error(tag, exc)` and no more frames.
+    `on_error(tag, exc)` and no more frames. Frames render `batch_size` at a time (one call per
+    stage for the batch), except the session's first frame, which goes alone.
     """
 
     def __init__(
@@ -134,8 +164,10 @@ class PipelinedSession:
         on_frame: Callable[[Frame, Any], None],
         on_done: Callable[[Any], None],
         on_error: Callable[[Any, BaseException], None],
+        batch_size: int = 4,
     ) -> None:
         self.session = session
+        self.batch_size = batch_size
         self._on_frame, self._on_done, self._on_error = on_frame, on_done, on_error
         self._audio: queue.Queue = queue.Queue()
         self._rows: queue.Queue = queue.Queue()
@@ -191,9 +223,13 @@ class PipelinedSession:
                 self._rows.task_done()
                 return
             try:
-                if self.failed is None:
-                    for row in rows:
-                        self._on_frame(self.session.render(row), tag)
+                start = 0
+                while self.failed is None and start < len(rows):
+                    first = self.session.frames_rendered
+                    size = render_batch_end(first, self.session.frames_per_window, self.batch_size) - first
+                    for frame in self.session.render_batch(rows[start : start + size]):
+                        self._on_frame(frame, tag)
+                    start += size
             except BaseException as exc:  # noqa: BLE001
                 self.failed = exc
             if tag is not None:
