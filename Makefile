@@ -6,7 +6,7 @@ PROFILE ?= tiny
 WEIGHTS ?= synthetic
 EXPORT_DIR ?= out/export/$(PROFILE)
 
-.PHONY: setup demo export serve test test-slow lock clean
+.PHONY: setup demo export serve test test-slow lock clean bench bench-gate
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,16 @@ test: setup
 # Full-size (Ditto's real sizes) parity; about 10 minutes on 2 CPU cores.
 test-slow: setup
 	$(BIN)/pytest -m slow
+
+# Benchmark suite: perf_analyzer per stage, Locust session sweep, ratios, orchestrator metrics, the full
+# profile per stage; writes benchmarks/results/<date>-<host>-tiny-<flavor>/ (about 10 minutes on 2 cores).
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/python -m ditto_triton.benchmarks.suite $(BENCH_ARGS)
+
+# Real-time gate on the tiny profile (about 70 s): prints each value next to its threshold, exits 1 on a miss.
+bench-gate: setup
+	$(BIN)/python -m ditto_triton.benchmarks.gate
 
 # Re-pin the environment after changing pyproject.toml's dependencies.
 lock: setup

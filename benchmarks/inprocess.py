@@ -1,5 +1,11 @@
 """The in-process baseline: the server's session logic (`PipelinedSession`) on ONNX Runtime in this
-process, timed exactly like a session through tritonserver (same `SessionRecord`)."""
+process, timed exactly like a session through tritonserver (same `SessionRecord`).
+
+The default stages are `ServerLikeOrtStages`: `OrtStages`' job with the ONNX Runtime session options
+the python-ort stage models use on the server (same intra-op thread count, idle worker threads not
+spinning), so the Triton ÷ in-process ratio measures serving overhead, not a different ORT setup.
+(`OrtStages` keeps ORT's default spinning threads, which on 2 cores shared by the motion and render
+threads costs the in-process pipeline a lot of its speed.)"""
 
 from __future__ import annotations
 
@@ -18,11 +24,38 @@ from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession
-from ditto_triton.streaming.stages import OrtStages, Stages
+from ditto_triton.streaming.stages import Stages
+
+
+class ServerLikeOrtStages:
+    """Every stage of an export on ONNX Runtime CPU, configured like the python-ort stage models."""
+
+    def __init__(self, export_dir: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        from ditto_triton.model_repository.render import default_ort_threads
+
+        manifest = read_manifest(export_dir)
+        self.threads = threads or default_ort_threads()
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        for name, entry in manifest["stages"].items():
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._sessions[name] = ort.InferenceSession(str(Path(export_dir) / entry["file"]), opts, providers=["CPUExecutionProvider"])
+            self._locks[name] = threading.Lock()
+
+    def infer(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self._sessions[name]
+        with self._locks[name]:
+            outputs = session.run(None, inputs)
+        return {o.name: v for o, v in zip(session.get_outputs(), outputs)}
 
 
 class InProcessPipeline:
-    """One avatar on `stages` (default: `OrtStages` of `export_dir`); `run` times one session."""
+    """One avatar on `stages` (default: `ServerLikeOrtStages` of `export_dir`); `run` times one session."""
 
     def __init__(
         self,
@@ -33,7 +66,7 @@ class InProcessPipeline:
     ) -> None:
         profile = get_profile(read_manifest(export_dir)["profile"])
         self.render_size = profile.render_size
-        self.stages: Stages = stages if stages is not None else OrtStages(export_dir)
+        self.stages: Stages = stages if stages is not None else ServerLikeOrtStages(export_dir)
         self.avatar: AvatarFeatures = register_avatar(self.stages, image, profile.appearance.image_size, crop_options)
 
     def run(

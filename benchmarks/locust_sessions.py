@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ from locust.exception import StopUser
 from locust.log import setup_logging
 
 from ditto_triton.benchmarks.session_stats import MODES, summarize
+from ditto_triton.benchmarks.sessions import check_loopback
 from ditto_triton.benchmarks.triton_session import run_session
 from ditto_triton.client import DittoClient, load_audio
 from ditto_triton.client.session import CHUNK_SAMPLES
@@ -44,7 +46,6 @@ from ditto_triton.client.session import CHUNK_SAMPLES
 grpc_gevent.init_gevent()  # before any channel exists
 
 log = logging.getLogger(__name__)
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 REQUEST_TYPE = "grpc-stream"
 
 
@@ -120,12 +121,6 @@ class DittoSessionUser(User):
             exception=exc,
             context=context or {},
         )
-
-
-def check_loopback(url: str) -> None:
-    host = url.rsplit(":", 1)[0]
-    if host not in LOOPBACK_HOSTS:
-        raise ValueError(f"load tests run against a local server only (127.0.0.1/localhost), got {url!r}")
 
 
 def run_locust(url: str, users: int, plan: SessionPlan, time_limit_s: float) -> dict[str, Any]:
@@ -221,4 +216,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    # Skip interpreter teardown: tritonclient closes its gRPC channels again in __del__, and under
+    # gevent that second close can block forever at exit. Everything is written by now.
+    os._exit(code)

@@ -53,6 +53,14 @@ def late_frames(arrivals_s: Sequence[float], pts_s: Sequence[float], slack_s: fl
     return sum(t - t0 > p - p0 + slack_s for t, p in zip(arrivals_s, pts_s))
 
 
+def lateness_ms(arrivals_s: Sequence[float], pts_s: Sequence[float]) -> list[float]:
+    """Per frame: arrival - presentation time, both counted from the first frame, in ms (> 0: late)."""
+    if not arrivals_s:
+        return []
+    t0, p0 = arrivals_s[0], pts_s[0]
+    return [((t - t0) - (p - p0)) * 1e3 for t, p in zip(arrivals_s, pts_s)]
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Linear-interpolated percentile (numpy's default); None for no values."""
     finite = [v for v in values if v is not None and np.isfinite(v)]
@@ -70,6 +78,7 @@ def summarize(record: SessionRecord) -> dict[str, Any]:
     intervals_ms = np.diff(arrivals) * 1e3 if n > 1 else np.zeros(0)
     span = arrivals[-1] - arrivals[0] if n > 1 else 0.0
     late = late_frames(arrivals, record.pts_s)
+    lateness = lateness_ms(arrivals, record.pts_s)
     return {
         "mode": record.mode,
         "audio_s": round(record.audio_s, 3),
@@ -80,6 +89,9 @@ def summarize(record: SessionRecord) -> dict[str, Any]:
         "fps": _round((n - 1) / span) if span > 0 else None,
         "late_frames": late,
         "late_frame_ratio": round(late / n, 4) if n else None,
+        # How far behind its presentation time the worst frame was: the playout buffer that would
+        # have hidden every late frame.
+        "late_ms_max": _round(max(lateness), 1) if lateness else None,
         "rtf": _round(arrivals[-1] / record.audio_s, 3) if n and record.audio_s > 0 else None,
         "interval_ms_p50": _round(percentile(intervals_ms, 50)),
         "interval_ms_p95": _round(percentile(intervals_ms, 95)),
@@ -90,7 +102,7 @@ def summarize(record: SessionRecord) -> dict[str, Any]:
 
 def aggregate(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Several sessions (e.g. one concurrency level): FFD p50/p95 over sessions, the worst session's
-    frames/s, late-frame ratio and RTF, and how many sessions failed or came back incomplete."""
+    frames/s, late-frame ratio, lateness and RTF, and how many sessions failed or came back incomplete."""
     ffd = [s["ffd_ms"] for s in summaries if s["ffd_ms"] is not None]
     fps = [s["fps"] for s in summaries]
     late = [s["late_frame_ratio"] for s in summaries if s["late_frame_ratio"] is not None]
@@ -104,6 +116,7 @@ def aggregate(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "fps_min": _round(min((f or 0.0) for f in fps)) if fps else None,
         "fps_mean": _round(float(np.mean([f or 0.0 for f in fps]))) if fps else None,
         "late_frame_ratio": max(late) if late else None,
+        "late_ms_max": max((s["late_ms_max"] for s in summaries if s["late_ms_max"] is not None), default=None),
         "rtf": max(rtf) if rtf else None,
         "errors": sorted({s["error"] for s in summaries if s["error"]}),
     }

@@ -8,23 +8,28 @@ Thin adapter: it reads requests, keeps a `SessionTable`, and drives the Triton-f
 Frames caused by a request are sent on that request's response sender (`frame` flat bytes, raw RGB
 or JPEG as the session chose, `frame_shape` H×W×3, `frame_index`, `pts_s`), then the request is
 closed with the final flag. Errors close only the offending request (and end its session).
+Prometheus metrics (`backends/metrics.py`): active sessions, frames sent, late frames, first-frame
+delay, sessions by outcome.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCallError, bls_infer
+from ditto_triton.model_repository.backends.metrics import PrometheusSink
 from ditto_triton.model_repository.backends.requests import RequestError, model_settings, flag, optional, optional_text
 from ditto_triton.profiles import get_profile
 from ditto_triton.streaming.audio_input import AudioInputError, to_float32
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.options import OptionsError, SessionOptions
 from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession, silence_features
+from ditto_triton.streaming.session_metrics import SessionMetrics
 from ditto_triton.streaming.sessions import SessionStateError, SessionTable
 
 AVATAR_FIELDS = ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")
@@ -40,6 +45,8 @@ class TritonPythonModel:
         self.sessions = SessionTable(
             idle_timeout_s=float(params.get("idle_timeout_s", "60")), max_sessions=int(config.get("max_batch_size", 16))
         )
+        self._sink = PrometheusSink(args["model_name"], args["model_version"])
+        self.metrics = SessionMetrics(self._sink)
         self._silence: np.ndarray | None = None
         self._silence_lock = threading.Lock()
         self._stop = threading.Event()
@@ -47,11 +54,12 @@ class TritonPythonModel:
         self._reaper.start()
 
     def execute(self, requests: list) -> None:
+        arrived_s = time.monotonic()
         for request in requests:
             sender = request.get_response_sender()
             corrid = int(request.correlation_id())
             try:
-                self._handle(request, corrid, sender)
+                self._handle(request, corrid, sender, arrived_s)
             except CLIENT_ERRORS as exc:
                 self._fail(sender, str(exc))
             except StageCallError as exc:
@@ -61,12 +69,17 @@ class TritonPythonModel:
                 self._fail(sender, f"internal error: {exc}")
         return None
 
-    def _handle(self, request: Any, corrid: int, sender: Any) -> None:
+    def _handle(self, request: Any, corrid: int, sender: Any, arrived_s: float) -> None:
         start, end = flag(request, "START"), flag(request, "END")
         rate = optional(request, "sample_rate")
         audio = to_float32(optional(request, "audio"), optional(request, "audio_int16"), None if rate is None else int(rate.reshape(-1)[0]))
         if start:
-            live = self._open(request, corrid)
+            try:
+                live = self._open(request, corrid)
+            except Exception:
+                self.metrics.session_rejected()
+                raise
+            self.metrics.session_opened(corrid, arrived_s)
         else:
             if optional(request, "avatar_id") is not None or optional(request, "options") is not None:
                 raise RequestError("avatar_id and options are only read on the START request")
@@ -112,8 +125,9 @@ class TritonPythonModel:
 
     # -- callbacks from the session threads ---------------------------------------------------
     def _send_frame(self, frame: Frame, tag: tuple, fmt: str, quality: int) -> None:
-        sender, _, _ = tag
+        sender, corrid, _ = tag
         data = frame.encode(fmt, quality)
+        sent_s = time.monotonic()
         sender.send(
             pb_utils.InferenceResponse(
                 output_tensors=[
@@ -124,22 +138,24 @@ class TritonPythonModel:
                 ]
             )
         )
+        self.metrics.frame_sent(corrid, frame.pts_s, sent_s)
 
     def _close_request(self, tag: tuple) -> None:
         sender, corrid, is_end = tag
         sender.send(flags=FINAL)
         if is_end:
-            self._free(corrid)
+            self._free(corrid, "completed")
 
     def _fail_request(self, tag: tuple, exc: BaseException) -> None:
         sender, corrid, _ = tag
         self._fail(sender, f"session {corrid} failed: {exc}")
-        self._free(corrid)
+        self._free(corrid, "failed")
 
-    def _free(self, corrid: int) -> None:
+    def _free(self, corrid: int, outcome: str) -> None:
         live = self.sessions.remove(corrid)
         if live is not None:
             live.runner.stop()
+            self.metrics.session_closed(corrid, outcome)
 
     @staticmethod
     def _fail(sender: Any, message: str) -> None:
@@ -149,9 +165,10 @@ class TritonPythonModel:
         while not self._stop.wait(1.0):
             for corrid in self.sessions.idle():
                 pb_utils.Logger.log_info(f"[ditto] orchestrator: session {corrid} idle, freed")
-                self._free(corrid)
+                self._free(corrid, "idle_timeout")
 
     def finalize(self) -> None:
         self._stop.set()
         for corrid in self.sessions.ids():
-            self._free(corrid)
+            self._free(corrid, "shutdown")
+        self._sink.close()

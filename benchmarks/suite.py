@@ -1,0 +1,252 @@
+"""The benchmark suite (`make bench`): one run, one results directory.
+
+    python -m ditto_triton.benchmarks.suite                       # tiny, python-ort, local server, + full per stage
+    python -m ditto_triton.benchmarks.suite --url 127.0.0.1:8001 --metrics-url http://127.0.0.1:8002/metrics \\
+        --flavor onnxruntime                                      # a server already running (e.g. NVIDIA's container)
+
+For the profile (tiny by default) it measures, against one tritonserver:
+1. every stage and the render_chain ensemble with perf_analyzer (batches 1..8, concurrency 1);
+2. each request's latency per stage (batch 1) for the latency CDFs;
+3. concurrent real-time sessions with Locust, 1, 2, 3, ... until a level is not real time;
+4. first-frame delay with the audio fully available (several sessions in a row);
+5. frames/s through Triton vs the in-process pipeline (same audio, same machine, same run);
+6. ONNX Runtime vs PyTorch per stage, in process;
+7. the orchestrator's Prometheus metrics after all of that;
+and for the full profile (unless --skip-full) ONNX Runtime per stage at batch 1. Then it writes
+`benchmarks/results/<date>-<host>-<profile>-<flavor>/` (results.json, report.md, plots).
+Exports are reused when they match the current profile and made otherwise (full without parity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ditto_triton.benchmarks import provenance
+from ditto_triton.benchmarks.criteria import load_thresholds
+from ditto_triton.benchmarks.exports import ensure_export
+from ditto_triton.benchmarks.report import RESULTS_ROOT, results_dir, write_report
+from ditto_triton.benchmarks.session_stats import aggregate, summarize
+from ditto_triton.benchmarks.sessions import check_loopback
+
+log = logging.getLogger("ditto_triton.benchmarks.suite")
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+CROP = {"max_size": 512}
+RENDER_STAGES = ("stitch_network", "warp_network", "decoder")
+
+
+@contextlib.contextmanager
+def serving(args: argparse.Namespace, export_dir: Path) -> Iterator[tuple[str, str | None]]:
+    """(grpc_url, metrics_url): the server given by --url, or a local tritonserver on `export_dir`."""
+    if args.url:
+        yield args.url, args.metrics_url
+        return
+    from ditto_triton.benchmarks.gate import local_server
+
+    with local_server(export_dir, args.flavor) as urls:
+        yield urls
+
+
+def step(name: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
+    """Run one part of the suite; a failure is recorded as {"error": ...} and the suite goes on."""
+    log.info("%s ...", name)
+    t0 = time.perf_counter()
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - one failed part must not lose the others
+        log.error("%s failed: %s", name, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        timings[name] = round(time.perf_counter() - t0, 1)
+        log.info("%s done in %.0f s", name, timings[name])
+
+
+def stage_sweep(url: str, batches: tuple[int, ...], measurement_ms: int) -> dict[str, Any]:
+    """perf_analyzer at concurrency 1, as {model: {batch: {p50_ms, p95_ms, infer_per_s, ...}}}."""
+    from ditto_triton.benchmarks.perf_analyzer import DEFAULT_MODELS, sweep_stages
+
+    # A shared 2-core CPU rarely gives three windows within perf_analyzer's default 10 %.
+    raw = sweep_stages(url, DEFAULT_MODELS, batches, (1,), measurement_ms=measurement_ms, stability_percentage=100.0)
+    return {model: {str(b): by_c[1] for b, by_c in by_batch.items()} for model, by_batch in raw.items()}
+
+
+def throughput(url: str, export_dir: Path, image: bytes, audio, repeats: int) -> dict[str, Any]:
+    """frames/s of one session with the audio fully available, through Triton and in process,
+    alternating `repeats` times; the best of each (the least disturbed by other load)."""
+    from ditto_triton.benchmarks.inprocess import InProcessPipeline
+    from ditto_triton.benchmarks.triton_session import run_session
+    from ditto_triton.client import DittoClient
+
+    pipeline = InProcessPipeline(export_dir, image, CROP)
+    triton_fps, inprocess_fps = [], []
+    with DittoClient(url, timeout_s=120) as client:
+        avatar = client.register_avatar(image, CROP)
+        for _ in range(repeats):
+            for runs, record in ((triton_fps, lambda: run_session(client, avatar, audio, "full")), (inprocess_fps, lambda: pipeline.run(audio, "full"))):
+                summary = summarize(record())
+                if not summary["complete"]:
+                    raise RuntimeError(f"incomplete session: {summary['error'] or summary['frames']} frames")
+                runs.append(summary["fps"])
+    return {"triton_fps": max(triton_fps), "inprocess_fps": max(inprocess_fps), "triton_runs": triton_fps, "inprocess_runs": inprocess_fps}
+
+
+def scrape_metrics(metrics_url: str | None) -> dict[str, Any]:
+    if not metrics_url:
+        return {"error": "no metrics URL (give --metrics-url with --url)"}
+    from ditto_triton.benchmarks.metrics import scrape, session_metrics
+
+    samples = scrape(metrics_url)
+    kept = {k: v for k, v in samples.items() if k.startswith(("ditto_", "nv_inference_count", "nv_inference_request_success"))}
+    return {"orchestrator": session_metrics(samples), "samples": kept}
+
+
+def full_profile(export_dir: Path, budget_s: float) -> dict[str, Any]:
+    from ditto_triton.benchmarks.stage_timing import time_ort
+
+    ensure_export(export_dir, "full", parity=False)
+    stages = time_ort(export_dir, budget_s=budget_s, max_repeats=20)
+    return {"export": str(export_dir), "stages": stages, "per_frame_ms": round(sum(stages[s]["ort_ms"] for s in RENDER_STAGES), 1)}
+
+
+def run_suite(args: argparse.Namespace) -> Path:
+    started = time.perf_counter()
+    thresholds = load_thresholds(args.thresholds)
+    timings: dict[str, float] = {}
+    image_path, audio_path = args.image, args.audio
+    image = image_path.read_bytes()
+    from ditto_triton.client import load_audio
+
+    audio = load_audio(audio_path)
+    if args.seconds:
+        audio = audio[: int(args.seconds * 16000)]
+    export_dir = ensure_export(args.export_dir, args.profile)
+    results: dict[str, Any] = {
+        "profile": args.profile,
+        "flavor": args.flavor,
+        "device": args.device or provenance.detect_device(),
+        "host": provenance.host(),
+        "date": provenance.today(),
+        "started_at": provenance.now_iso(),
+        "versions": provenance.versions(),
+        "git_sha": provenance.git_sha(),
+        "thresholds": thresholds,
+        "export": str(export_dir),
+        "session_audio_s": round(audio.size / 16000, 3),
+    }
+    latency_samples: dict[str, list[float]] = {}
+    with serving(args, export_dir) as (url, metrics_url):
+        results["server"] = step("server metadata", lambda: server_metadata(url), timings)
+        if not args.skip_stages:
+            results["stages"] = step("perf_analyzer stage sweep", lambda: stage_sweep(url, args.batches, args.measurement_ms), timings)
+            from ditto_triton.benchmarks.stage_latency import sample_latencies
+
+            got = step("stage latency samples", lambda: sample_latencies(url, export_dir, requests=args.latency_requests), timings)
+            latency_samples = got if "error" not in got else {}
+            if "error" in got:
+                results["stage_latency_error"] = got["error"]
+        from ditto_triton.benchmarks.sessions import run_locust, sweep_sessions
+
+        sweep = step(
+            "Locust session sweep",
+            lambda: sweep_sessions(
+                url, image=image_path, audio=audio_path, thresholds=thresholds, max_concurrency=args.max_sessions,
+                min_levels=args.min_levels, seconds=args.seconds, on_level=lambda lv: log.info(
+                    "%d session(s): fps min %s, FFD p95 %s ms, late %s -> %s", lv["concurrency"], lv["fps_min"],
+                    lv["ffd_ms_p95"], lv["late_frame_ratio"], "real time" if lv["realtime"] else "NOT real time"),
+            ),
+            timings,
+        )  # fmt: skip
+        if "error" in sweep:
+            results["sessions"], results["max_realtime_sessions"] = sweep, None
+        else:
+            results["sessions"], results["max_realtime_sessions"] = sweep["levels"], sweep["max_realtime_sessions"]
+
+        def ffd_full() -> dict[str, Any]:
+            run = run_locust(url, 1, image=image_path, audio=audio_path, mode="full", sessions_per_user=args.ffd_sessions,
+                             seconds=args.ffd_seconds)  # fmt: skip
+            from ditto_triton.benchmarks.session_stats import SessionRecord
+
+            return {**aggregate([summarize(SessionRecord.from_dict(r)) for r in run["records"]]), "audio_s": args.ffd_seconds}
+
+        results["ffd_full_audio"] = step("first-frame delay, audio fully available", ffd_full, timings)
+        through = step("Triton vs in-process frames/s", lambda: throughput(url, export_dir, image, audio, args.repeats), timings)
+        results["throughput"] = through
+        results["metrics"] = step("orchestrator metrics", lambda: scrape_metrics(metrics_url), timings)
+    from ditto_triton.benchmarks.stage_timing import time_ort_vs_torch
+
+    results["stage_timing"] = step("ONNX Runtime vs PyTorch", lambda: time_ort_vs_torch(export_dir), timings)
+    results["ratios"] = {
+        "triton_over_inprocess": round(through["triton_fps"] / through["inprocess_fps"], 3) if "error" not in through else None,
+        "ort_over_torch": {s: t["ort_over_torch"] for s, t in results["stage_timing"].items()} if "error" not in results["stage_timing"] else {},
+    }
+    if not args.skip_full:
+        results["full"] = step("full profile per stage", lambda: full_profile(args.full_export_dir, args.full_budget_s), timings)
+    results["step_s"] = timings
+    results["duration_s"] = round(time.perf_counter() - started, 1)
+    out_dir = args.out or results_dir(args.profile, args.flavor, results["date"], results["host"], args.results_root)
+    paths = write_report(results, out_dir, latency_samples)
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return out_dir
+
+
+def server_metadata(url: str) -> dict[str, Any]:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        meta = client.get_server_metadata(as_json=True)
+    finally:
+        client.close()
+    return {"name": meta.get("name"), "version": meta.get("version")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Ditto on Triton benchmark suite (make bench).")
+    p.add_argument("--profile", default="tiny", choices=("tiny", "full"))
+    p.add_argument("--flavor", default="python-ort", help="model repository flavor (python-ort serves here; GPU flavors need --url)")
+    p.add_argument("--device", default=None, help="device label (default: nvidia-smi's GPU, else the CPU model)")
+    p.add_argument("--export-dir", type=Path, default=None, help="default out/export/<profile>")
+    p.add_argument("--full-export-dir", type=Path, default=Path("out/export/full"))
+    p.add_argument("--skip-full", action="store_true", help="skip the full profile's per-stage timing")
+    p.add_argument("--skip-stages", action="store_true", help="skip perf_analyzer and the latency CDFs")
+    p.add_argument("--url", default=None, help="use this running server (loopback gRPC host:port) instead of starting one")
+    p.add_argument("--metrics-url", default=None, help="its metrics URL (with --url)")
+    p.add_argument("--image", type=Path, default=SAMPLES / "ditto_example_image.jpg")
+    p.add_argument("--audio", type=Path, default=SAMPLES / "ditto_example_audio.wav")
+    p.add_argument("--seconds", type=float, default=None, help="cut the session audio (default: all of it)")
+    p.add_argument("--max-sessions", type=int, default=16, help="highest concurrency the sweep tries")
+    p.add_argument("--min-levels", type=int, default=3, help="concurrency levels measured even after one fails")
+    p.add_argument("--batches", type=lambda s: tuple(int(b) for b in s.split(",")), default=(1, 2, 4, 8))
+    p.add_argument("--measurement-ms", type=int, default=1000, help="perf_analyzer measurement window")
+    p.add_argument("--latency-requests", type=int, default=100, help="requests per stage for the latency CDFs")
+    p.add_argument("--ffd-sessions", type=int, default=5, help="sessions in a row for the full-audio FFD")
+    p.add_argument("--ffd-seconds", type=float, default=3.0, help="audio per full-audio FFD session")
+    p.add_argument("--repeats", type=int, default=2, help="Triton/in-process session pairs for the ratio")
+    p.add_argument("--full-budget-s", type=float, default=8.0, help="seconds of timed calls per full stage")
+    p.add_argument("--thresholds", type=Path, default=None)
+    p.add_argument("--results-root", type=Path, default=RESULTS_ROOT)
+    p.add_argument("--out", type=Path, default=None, help="results directory (default: <results-root>/<date>-<host>-<profile>-<flavor>)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.export_dir = args.export_dir or Path("out/export") / args.profile
+    if args.url:
+        check_loopback(args.url)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("ditto_triton.model_repository", "ditto_triton.benchmarks.perf_analyzer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    out_dir = run_suite(args)
+    print(f"results: {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The real-time gate's logic: it passes good numbers, fails each bad one, fails a pipeline with a
+deliberately slowed decoder, and its CLI exits non-zero on a miss. No server: CI's real gate is
+`make bench-gate`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from ditto_triton.benchmarks.criteria import load_thresholds, realtime_level_checks
+from ditto_triton.benchmarks.gate import collect, evaluate, main
+from ditto_triton.benchmarks.inprocess import InProcessPipeline, ServerLikeOrtStages
+from ditto_triton.benchmarks.session_stats import SessionRecord, aggregate, summarize
+from ditto_triton.client import load_audio
+
+GOOD = {
+    "realtime_complete": True,
+    "realtime_fps": 25.4,
+    "full_audio_sessions": 5,
+    "full_audio_failed_sessions": 0,
+    "ffd_ms_p95_full_audio": 250.0,
+    "triton_fps": 47.0,
+    "inprocess_fps": 50.0,
+    "triton_over_inprocess": 0.94,
+}
+FPS_CHECK = "frames/s, one session with real-time audio"
+FFD_CHECK = "first-frame delay p95, audio fully available"
+RATIO_CHECK = "frames/s Triton / in-process"
+COMPLETE_CHECK = "incomplete or failed sessions"
+
+
+@pytest.fixture(scope="module")
+def thresholds():
+    return load_thresholds()
+
+
+def failed(checks) -> set[str]:
+    return {c.name for c in checks if not c.passed}
+
+
+def timeline(n: int, ffd_s: float, interval_s: float, delays: dict[int, float] | None = None) -> SessionRecord:
+    """A session whose frames arrive every `interval_s` after `ffd_s`, some delayed by `delays`."""
+    arrivals = [ffd_s + k * interval_s + (delays or {}).get(k, 0.0) for k in range(n)]
+    return SessionRecord("full", audio_s=n / 25, expected_frames=n, arrivals_s=arrivals, pts_s=[k / 25 for k in range(n)])
+
+
+def test_thresholds_are_the_issue_s(thresholds):
+    assert thresholds["fps_min"] == 25.0
+    assert thresholds["ffd_ms_p95_full_audio_max"] == 400.0
+    assert thresholds["late_frame_ratio_max"] == 0.01
+    assert thresholds["triton_over_inprocess_min"] == 0.9
+
+
+def test_good_numbers_pass(thresholds):
+    checks = evaluate(GOOD, thresholds)
+    assert failed(checks) == set()
+    assert {c.name for c in checks} == {FPS_CHECK, FFD_CHECK, RATIO_CHECK, COMPLETE_CHECK}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "check"),
+    [
+        ("realtime_fps", 24.9, FPS_CHECK),
+        ("realtime_fps", None, FPS_CHECK),
+        ("ffd_ms_p95_full_audio", 401.0, FFD_CHECK),
+        ("triton_over_inprocess", 0.89, RATIO_CHECK),
+        ("realtime_complete", False, COMPLETE_CHECK),
+        ("full_audio_failed_sessions", 1, COMPLETE_CHECK),
+    ],
+)
+def test_each_bad_number_fails_its_own_check(thresholds, field, value, check):
+    assert failed(evaluate({**GOOD, field: value}, thresholds)) == {check}
+
+
+def test_session_numbers_from_a_timeline():
+    steady = summarize(timeline(50, ffd_s=0.2, interval_s=0.04))
+    assert steady["fps"] == pytest.approx(25.0)
+    assert steady["ffd_ms"] == pytest.approx(200.0)
+    assert steady["late_frames"] == 0 and steady["complete"]
+    # Frame 10 is 50 ms behind its presentation time (counted from the first frame): late; 0.5 ms is not.
+    jittery = summarize(timeline(50, ffd_s=0.2, interval_s=0.04, delays={10: 0.05, 20: 0.0005}))
+    assert jittery["late_frames"] == 1 and jittery["late_ms_max"] == pytest.approx(50.0)
+    slow = summarize(timeline(50, ffd_s=0.2, interval_s=0.05))
+    assert slow["fps"] == pytest.approx(20.0) and slow["late_frames"] == 49
+
+
+def test_collect_builds_the_gate_measurements(thresholds):
+    fast = [timeline(75, ffd_s=0.15 + 0.01 * i, interval_s=0.02) for i in range(5)]
+    measured = collect(timeline(100, 0.9, 0.0393), fast, triton_fps=46.0, inprocess_fps=50.0)
+    assert measured["ffd_ms_p95_full_audio"] == pytest.approx(np.percentile([150, 160, 170, 180, 190], 95))
+    assert measured["triton_over_inprocess"] == pytest.approx(0.92)
+    assert failed(evaluate(measured, thresholds)) == set()
+    # A real-time session that lost frames, and no Triton throughput: both fail.
+    short = timeline(90, 0.9, 0.0393)
+    short.expected_frames = 100
+    assert failed(evaluate(collect(short, fast, None, 50.0), thresholds)) == {COMPLETE_CHECK, RATIO_CHECK}
+
+
+def test_realtime_level_checks(thresholds):
+    good = aggregate([summarize(timeline(100, 0.9, 0.0395)) for _ in range(3)])
+    assert all(c.passed for c in realtime_level_checks(good, thresholds))
+    late = aggregate([summarize(timeline(100, 0.9, 0.0395, delays={k: 0.02 for k in range(10, 100, 10)}))])
+    assert {c.name for c in realtime_level_checks(late, thresholds) if not c.passed} == {"late-frame ratio, worst session"}
+
+
+class SlowDecoder:
+    """Stages whose decoder costs `per_frame_s` more per frame (a deliberately slowed stage)."""
+
+    def __init__(self, inner, per_frame_s: float) -> None:
+        self.inner, self.per_frame_s = inner, per_frame_s
+
+    def infer(self, name, inputs):
+        if name == "decoder":
+            time.sleep(self.per_frame_s * inputs["feature"].shape[0])
+        return self.inner.infer(name, inputs)
+
+
+def test_gate_fails_a_pipeline_with_a_slowed_decoder(tiny_export, samples_dir, thresholds):
+    stages = SlowDecoder(ServerLikeOrtStages(tiny_export), per_frame_s=0.06)  # at most 16.7 frames/s
+    pipeline = InProcessPipeline(tiny_export, (samples_dir / "ditto_example_image.jpg").read_bytes(), {"max_size": 512}, stages)
+    audio = load_audio(samples_dir / "ditto_example_audio.wav")[: 2 * 16000]
+    realtime = pipeline.run(audio, "realtime")
+    full = pipeline.run(audio, "full")
+    assert summarize(realtime)["complete"] and summarize(full)["complete"]
+    fps = summarize(full)["fps"]
+    assert fps < 17
+    measured = collect(realtime, [full], triton_fps=fps, inprocess_fps=fps)
+    assert measured["realtime_fps"] < 17
+    checks = evaluate(measured, thresholds)
+    assert FPS_CHECK in failed(checks)
+    assert not all(c.passed for c in checks)
+
+
+def test_cli_judges_given_measurements(tmp_path, capsys):
+    good, bad, out = tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "gate.json"
+    good.write_text(json.dumps(GOOD))
+    bad.write_text(json.dumps({**GOOD, "realtime_fps": 20.0}))
+    assert main(["--measurements", str(good), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["passed"] is True
+    assert main(["--measurements", str(bad), "--out", str(out)]) == 1
+    result = json.loads(out.read_text())
+    assert result["passed"] is False
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == [FPS_CHECK]
+    printed = capsys.readouterr().out
+    assert "FAIL  frames/s, one session with real-time audio: 20 fps (needs >= 25 fps)" in printed
+    assert "bench-gate: FAIL" in printed
