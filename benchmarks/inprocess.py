@@ -24,34 +24,16 @@ from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession
-from ditto_triton.streaming.stages import Stages
+from ditto_triton.streaming.stages import OrtStages, Stages
 
 
-class ServerLikeOrtStages:
+class ServerLikeOrtStages(OrtStages):
     """Every stage of an export on ONNX Runtime CPU, configured like the python-ort stage models."""
 
     def __init__(self, export_dir: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         from ditto_triton.model_repository.render import default_ort_threads
 
-        manifest = read_manifest(export_dir)
-        self.threads = threads or default_ort_threads()
-        self._sessions: dict[str, ort.InferenceSession] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        for name, entry in manifest["stages"].items():
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.threads
-            opts.inter_op_num_threads = 1
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._sessions[name] = ort.InferenceSession(str(Path(export_dir) / entry["file"]), opts, providers=["CPUExecutionProvider"])
-            self._locks[name] = threading.Lock()
-
-    def infer(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        session = self._sessions[name]
-        with self._locks[name]:
-            outputs = session.run(None, inputs)
-        return {o.name: v for o, v in zip(session.get_outputs(), outputs)}
+        super().__init__(export_dir, threads=threads or default_ort_threads(), spinning=False)
 
 
 class InProcessPipeline:

@@ -1,64 +1,52 @@
 """`render_chain` ensemble: stitch -> warp -> decode as one Triton call, no Python in the path.
 
 Inputs (batched like the stages, B frames): `feature_3d` B×C×D×H×W (the avatar's f_s), `kp_source`,
-`kp_driving` B×21×3. Output: `output` B×3×S×S, the rendered face crop in [0, 1]. The stitching
-network's corrected driving keypoints feed the warp network, whose 2-D feature feeds the decoder
-(architecture reference §4.4, §3.3–3.5).
+`kp_driving` B×21×3. Output: `output` B×3×S×S, the rendered face crop in [0, 1]. The steps are
+`ditto_triton.chains.RENDER_CHAIN`, the same the in-process runner composes; the orchestrator
+renders every frame batch through this ensemble.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ditto_triton.chains import RENDER_CHAIN, Chain
 from ditto_triton.model_repository import pbtxt
 from ditto_triton.stages import StageSpec, TensorSpec
 
-NAME = "render_chain"
-STAGES = ("stitch_network", "warp_network", "decoder")
-
-# Internal ensemble tensors (never seen by clients).
-_STITCHED = "kp_driving_stitched"
-_WARPED = "warped_feature"
+NAME = RENDER_CHAIN.name
+STAGES = RENDER_CHAIN.stages
 
 
-def _by_name(tensors: tuple[TensorSpec, ...]) -> dict[str, TensorSpec]:
-    return {t.name: t for t in tensors}
+def chain_tensors(chain: Chain, specs: Mapping[str, StageSpec]) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The chain's input and output tensors, typed and shaped by the stage tensors they bind to."""
+    inputs: dict[str, TensorSpec] = {}
+    outputs: dict[str, TensorSpec] = {}
+    for step in chain.steps:
+        spec = specs[step.stage]
+        by_name = {t.name: t for t in spec.inputs + spec.outputs}
+        for stage_name, chain_name in step.inputs.items():
+            if chain_name in chain.inputs:
+                inputs.setdefault(chain_name, TensorSpec(chain_name, by_name[stage_name].shape, by_name[stage_name].dtype))
+        for stage_name, chain_name in step.outputs.items():
+            if chain_name in chain.outputs:
+                outputs[chain_name] = TensorSpec(chain_name, by_name[stage_name].shape, by_name[stage_name].dtype)
+    return [inputs[n] for n in chain.inputs], [outputs[n] for n in chain.outputs]
+
+
+def chain_config(chain: Chain, specs: Mapping[str, StageSpec], max_batch_size: int) -> pbtxt.ModelConfig:
+    """An ensemble config for `chain`; `max_batch_size` must not exceed the composing stages' own."""
+    if max_batch_size < 1:
+        raise ValueError(f"{chain.name}: the stages are batched, max_batch_size must be >= 1 (got {max_batch_size})")
+    inputs, outputs = chain_tensors(chain, specs)
+    config = pbtxt.ModelConfig(name=chain.name, platform="ensemble", max_batch_size=max_batch_size)
+    config.input.extend(pbtxt.spec_input(t, batched=True) for t in inputs)
+    config.output.extend(pbtxt.spec_output(t, batched=True) for t in outputs)
+    config.ensemble_scheduling.step.extend(
+        pbtxt.ensemble_step(step.stage, dict(step.inputs), dict(step.outputs)) for step in chain.steps
+    )
+    return config
 
 
 def render_chain_config(specs: Mapping[str, StageSpec], max_batch_size: int) -> pbtxt.ModelConfig:
-    """The ensemble's config; `max_batch_size` must not exceed the composing stages' own."""
-    if max_batch_size < 1:
-        raise ValueError(f"{NAME}: the stages are batched, max_batch_size must be >= 1 (got {max_batch_size})")
-    stitch, warp, decoder = (specs[name] for name in STAGES)
-    warp_in = _by_name(warp.inputs)
-    stitch_in = _by_name(stitch.inputs)
-    (stitch_out,) = stitch.outputs
-    (warp_out,) = warp.outputs
-    (decoder_in,) = decoder.inputs
-    (decoder_out,) = decoder.outputs
-
-    config = pbtxt.ModelConfig(name=NAME, platform="ensemble", max_batch_size=max_batch_size)
-    config.input.extend(
-        [
-            pbtxt.spec_input(warp_in["feature_3d"], batched=True),
-            pbtxt.spec_input(stitch_in["kp_source"], batched=True),
-            pbtxt.spec_input(stitch_in["kp_driving"], batched=True),
-        ]
-    )
-    config.output.append(pbtxt.spec_output(decoder_out, batched=True))
-    config.ensemble_scheduling.step.extend(
-        [
-            pbtxt.ensemble_step(
-                stitch.name,
-                {"kp_source": "kp_source", "kp_driving": "kp_driving"},
-                {stitch_out.name: _STITCHED},
-            ),
-            pbtxt.ensemble_step(
-                warp.name,
-                {"feature_3d": "feature_3d", "kp_source": "kp_source", "kp_driving": _STITCHED},
-                {warp_out.name: _WARPED},
-            ),
-            pbtxt.ensemble_step(decoder.name, {decoder_in.name: _WARPED}, {decoder_out.name: decoder_out.name}),
-        ]
-    )
-    return config
+    return chain_config(RENDER_CHAIN, specs, max_batch_size)

@@ -108,5 +108,70 @@ def test_render_batches_depend_only_on_frame_indices():
         end = render_batch_end(i, window=10, batch=4)
         spans.append((i, end))
         i = end
-    assert spans[:4] == [(0, 1), (1, 5), (5, 9), (9, 10)]
+    # Block 0 in runs of 4 (the first frame waits for its batch); later blocks' first frames alone,
+    # so none of them takes longer after its release than the session's first frame did.
+    assert spans[:7] == [(0, 4), (4, 8), (8, 10), (10, 11), (11, 15), (15, 19), (19, 20)]
+    assert spans[7:11] == [(20, 21), (21, 25), (25, 29), (29, 30)]
     assert all(e - s <= 4 and s // 10 == (e - 1) // 10 for s, e in spans)  # never across a window block
+
+
+def test_render_chain_equals_its_three_stages(stages, avatar):
+    from ditto_triton.chains import RENDER_CHAIN, run_chain
+
+    rng = np.random.default_rng(3)
+    kp_s = rng.normal(scale=0.1, size=(2, 21, 3)).astype(np.float32)
+    kp_d = kp_s + rng.normal(scale=0.02, size=kp_s.shape).astype(np.float32)
+    f_s = np.repeat(avatar.f_s, 2, axis=0)
+    stitched = stages.infer("stitch_network", {"kp_source": kp_s, "kp_driving": kp_d})["out"]
+    warped = stages.infer("warp_network", {"feature_3d": f_s, "kp_source": kp_s, "kp_driving": stitched})["out"]
+    expected = stages.infer("decoder", {"feature": warped})["output"]
+    got = run_chain(RENDER_CHAIN, stages.infer, {"feature_3d": f_s, "kp_source": kp_s, "kp_driving": kp_d})
+    assert list(got) == ["output"]
+    np.testing.assert_array_equal(got["output"], expected)
+    with pytest.raises(ValueError, match="missing input"):
+        run_chain(RENDER_CHAIN, stages.infer, {"feature_3d": f_s, "kp_source": kp_s})
+
+
+def _pipelined(stages, avatar, silence, on_frame):
+    from ditto_triton.streaming.session import PipelinedSession
+
+    done, errors = [], []
+    session = StreamingSession(avatar, stages, SessionOptions(), TINY.render_size, silence)
+    runner = PipelinedSession(session, on_frame, done.append, lambda tag, exc: errors.append((tag, exc)))
+    return runner, done, errors
+
+
+def test_pipelined_session_delivers_the_synchronous_frames_in_order(stages, avatar, silence):
+    audio = speech(1.6)
+    sync = StreamingSession(avatar, stages, SessionOptions(), TINY.render_size, silence)
+    rows = sync.feed(audio) + sync.end()
+    expected = []
+    while len(expected) < len(rows):
+        from ditto_triton.streaming.session import render_batch_end
+
+        end = render_batch_end(len(expected), sync.frames_per_window, 4)
+        expected += sync.render_batch(rows[len(expected) : end])
+    frames = []
+    runner, done, errors = _pipelined(stages, avatar, silence, lambda frame, tag: frames.append((frame, tag)))
+    for i in range(0, audio.size, 3200):
+        runner.submit_audio(audio[i : i + 3200], tag=i)
+    runner.submit_end("end")
+    runner.close(timeout=60)
+    assert errors == [] and done[-1] == "end" and done == sorted(done[:-1]) + ["end"]
+    assert [f.index for f, _ in frames] == list(range(40))
+    for (got, _), want in zip(frames, expected):
+        np.testing.assert_array_equal(got.rgb, want.rgb)
+
+
+def test_a_failing_frame_callback_ends_the_session_with_an_error(stages, avatar, silence):
+    def on_frame(frame, tag):
+        if frame.index == 5:
+            raise ConnectionError("client went away")
+
+    runner, done, errors = _pipelined(stages, avatar, silence, on_frame)
+    runner.submit_audio(speech(1.6), tag="a")
+    runner.submit_end("end")
+    runner.close(timeout=60)
+    assert done == []
+    assert [tag for tag, _ in errors] == ["a", "end"]
+    assert all(isinstance(exc, ConnectionError) for _, exc in errors)

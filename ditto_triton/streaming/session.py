@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ditto_triton.chains import RENDER_CHAIN
 from ditto_triton.streaming.audio import FPS, WINDOW_SAMPLES, AudioChunker, features_from_encoding, frames_for_samples
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.conditions import ConditionBuilder
 from ditto_triton.streaming.motion import MotionSettings, OnlineMotion
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.putback import PutBack
-from ditto_triton.streaming.stages import Stages
+from ditto_triton.streaming.stages import Stages, infer_chain
 from ditto_triton.streaming.stitch import MotionStitcher
 
 
@@ -39,6 +40,12 @@ class Frame:
         buf = io.BytesIO()
         Image.fromarray(self.rgb).save(buf, format="JPEG", quality=quality)
         return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class RenderedCrop:
+    index: int
+    render: np.ndarray  # (3, S, S) float32 in [0, 1], the decoder's output
 
 
 def silence_features(stages: Stages, rows: int) -> np.ndarray:
@@ -99,7 +106,12 @@ class StreamingSession:
         return self.render_batch([row])[0]
 
     def render_batch(self, rows: list[np.ndarray]) -> list[Frame]:
-        """Several frames through the render chain as one batch per stage (fewer, larger calls)."""
+        """Several frames through the render chain (stitch -> warp -> decode) as one batch, pasted
+        back into the source photo."""
+        return [self.compose(raw) for raw in self.render_crops(rows)]
+
+    def render_crops(self, rows: list[np.ndarray]) -> list[RenderedCrop]:
+        """The networks' part of `render_batch`: the rendered face crops, not yet pasted back."""
         if self._stitcher is None:
             self._stitcher = MotionStitcher(
                 self._avatar.info,
@@ -109,16 +121,15 @@ class StreamingSession:
         pairs = [self._stitcher.keypoints(row) for row in rows]
         x_s = np.concatenate([p[0] for p in pairs])
         x_d = np.concatenate([p[1] for p in pairs])
-        x_d = self._stages.infer("stitch_network", {"kp_source": x_s, "kp_driving": x_d})["out"]
         f_s = np.repeat(self._avatar.f_s, len(rows), axis=0) if len(rows) > 1 else self._avatar.f_s
-        feature = self._stages.infer("warp_network", {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d})["out"]
-        renders = self._stages.infer("decoder", {"feature": feature})["output"]
-        frames = []
-        for render in renders:
-            index = self.frames_rendered
-            self.frames_rendered += 1
-            frames.append(Frame(index=index, pts_s=index / FPS, rgb=self._putback(render)))
-        return frames
+        renders = infer_chain(self._stages, RENDER_CHAIN, {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d})["output"]
+        first = self.frames_rendered
+        self.frames_rendered += len(renders)
+        return [RenderedCrop(first + k, render) for k, render in enumerate(renders)]
+
+    def compose(self, crop: RenderedCrop) -> Frame:
+        """Paste a rendered crop back into the source photo (feathered)."""
+        return Frame(index=crop.index, pts_s=crop.index / FPS, rgb=self._putback(crop.render))
 
     def _encode(self, windows: list[np.ndarray]) -> np.ndarray:
         feats = [features_from_encoding(self._stages.infer("hubert", {"input_values": w[None]})["encoding_out"]) for w in windows]
@@ -138,24 +149,35 @@ def render_batch_end(index: int, window: int, batch: int) -> int:
     """End (exclusive) of the render batch starting at frame `index`.
 
     Batches depend only on frame indices, never on how audio was chunked, so frames are the same
-    however a client sends its audio: frame 0 alone (first-frame delay), then runs of `batch` that
-    never cross a window's block of `window` released frames.
+    however a client sends its audio. Frames are released a window's block of `window` at a time,
+    and playback is timed from the first frame, so every later block's first frame must not take
+    longer than the session's first frame did: block 0 renders in runs of `batch` (the first frame
+    waits for its whole batch), every later block renders its first frame alone, then runs of
+    `batch`. That leaves each block the difference as jitter slack. Batches never cross a block.
     """
-    if index == 0:
-        return 1
-    block_start = max(index // window * window, 1)
-    block_end = (index // window + 1) * window
+    block_start = index // window * window
+    block_end = block_start + window
+    if block_start > 0:
+        if index == block_start:
+            return index + 1
+        block_start += 1
     return min(block_start + ((index - block_start) // batch + 1) * batch, block_end)
 
 
 class PipelinedSession:
-    """Runs a StreamingSession on a motion thread and a render thread.
+    """Runs a StreamingSession on three threads: motion, render and delivery.
+
+    The motion thread samples the next LMDM window while the render thread runs the render chain
+    on frames of the current one; the delivery thread pastes each rendered crop back into the photo
+    and hands the frame to the caller, so neither the put-back nor a slow `on_frame` (the Triton
+    adapter's response send) stalls the networks.
 
     Every submitted item carries a `tag` (the Triton adapter uses the request's response sender).
     Frames caused by an item are passed to `on_frame(frame, tag)`; once all of them are out,
-    `on_done(tag)` is called, in submission order. After an error every pending and later item gets
-    `on_error(tag, exc)` and no more frames. Frames render `batch_size` at a time (one call per
-    stage for the batch), except the session's first frame, which goes alone.
+    `on_done(tag)` is called, in submission order. After an error (in a network call or in
+    `on_frame`) every pending and later item gets `on_error(tag, exc)` and no more frames. Frames
+    render `batch_size` at a time (one call per stage for the batch; see `render_batch_end`).
+    All callbacks run on the delivery thread, one at a time.
     """
 
     def __init__(
@@ -171,11 +193,14 @@ class PipelinedSession:
         self._on_frame, self._on_done, self._on_error = on_frame, on_done, on_error
         self._audio: queue.Queue = queue.Queue()
         self._rows: queue.Queue = queue.Queue()
+        self._out: queue.Queue = queue.Queue()
         self.failed: BaseException | None = None
-        self._motion_thread = threading.Thread(target=self._motion_loop, daemon=True, name="ditto-motion")
-        self._render_thread = threading.Thread(target=self._render_loop, daemon=True, name="ditto-render")
-        self._motion_thread.start()
-        self._render_thread.start()
+        self._threads = [
+            threading.Thread(target=loop, daemon=True, name=f"ditto-{name}")
+            for name, loop in (("motion", self._motion_loop), ("render", self._render_loop), ("delivery", self._delivery_loop))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit_audio(self, samples: np.ndarray, tag: Any) -> None:
         self._audio.put(("audio", samples, tag))
@@ -185,18 +210,19 @@ class PipelinedSession:
         self._audio.put(("end", samples, tag))
 
     def stop(self) -> None:
-        """Let both threads finish what was submitted, then exit (does not wait; safe from callbacks)."""
+        """Let the threads finish what was submitted, then exit (does not wait; safe from callbacks)."""
         self._audio.put((_END, None, None))
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop both threads and wait for them."""
+        """Stop the threads and wait for them."""
         self.stop()
-        self._motion_thread.join(timeout)
-        self._render_thread.join(timeout)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
 
     @property
     def busy(self) -> bool:
-        return self._audio.unfinished_tasks > 0 or self._rows.unfinished_tasks > 0
+        return any(q.unfinished_tasks > 0 for q in (self._audio, self._rows, self._out))
 
     def _motion_loop(self) -> None:
         while True:
@@ -220,6 +246,7 @@ class PipelinedSession:
         while True:
             rows, tag = self._rows.get()
             if rows is _END:
+                self._out.put((_END, None, None))
                 self._rows.task_done()
                 return
             try:
@@ -227,14 +254,32 @@ class PipelinedSession:
                 while self.failed is None and start < len(rows):
                     first = self.session.frames_rendered
                     size = render_batch_end(first, self.session.frames_per_window, self.batch_size) - first
-                    for frame in self.session.render_batch(rows[start : start + size]):
-                        self._on_frame(frame, tag)
+                    for crop in self.session.render_crops(rows[start : start + size]):
+                        self._out.put(("frame", crop, tag))
                     start += size
             except BaseException as exc:  # noqa: BLE001
                 self.failed = exc
             if tag is not None:
-                if self.failed is not None:
+                self._out.put(("done", None, tag))
+            self._rows.task_done()
+
+    def _delivery_loop(self) -> None:
+        while True:
+            kind, crop, tag = self._out.get()
+            try:
+                if kind is _END:
+                    return
+                if kind == "frame":
+                    if self.failed is None:
+                        try:
+                            self._on_frame(self.session.compose(crop), tag)
+                        except BaseException as exc:  # noqa: BLE001 - e.g. the client went away
+                            self.failed = exc
+                elif self.failed is not None:
                     self._on_error(tag, self.failed)
                 else:
                     self._on_done(tag)
-            self._rows.task_done()
+            except BaseException as exc:  # noqa: BLE001 - a failed final send ends the session
+                self.failed = self.failed or exc
+            finally:
+                self._out.task_done()

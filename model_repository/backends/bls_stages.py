@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ditto_triton.chains import Chain
 from ditto_triton.profiles import Profile
 from ditto_triton.stages import stage_specs
 
@@ -26,6 +29,10 @@ class BlsStages:
     def infer(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         wire = {k: (v.reshape(-1, 1) if k in self._batch_only[name] else v) for k, v in inputs.items()}
         return bls_infer(name, wire, self._outputs[name])
+
+    def infer_chain(self, chain: Chain, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The whole chain as one call to its ensemble (one BLS round trip instead of one per step)."""
+        return bls_infer(chain.name, dict(inputs), list(chain.outputs))
 
 
 def bls_infer(model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
