@@ -38,7 +38,11 @@ FLAVORS = ("python-ort", "onnxruntime", "tensorrt")
 VERSION = "1"
 MARKER = ".ditto_repository.json"
 BACKENDS_PACKAGE = "ditto_triton.model_repository.backends"
-QUEUE_DELAY_US = 1000
+# How long the dynamic batcher holds a request that has not filled a preferred batch. On the CPU
+# flavor an idle stage starts at once (a single session's batch-1 LMDM step would otherwise wait
+# the full delay, 400 times per 16 s clip); requests that queue while the stage is busy are still
+# batched together. GPU flavors wait a little to batch the per-frame stages of many sessions.
+QUEUE_DELAY_US = {"python-ort": 0, "onnxruntime": 500, "tensorrt": 500}
 
 _DEFAULT_KIND = {"python-ort": pbtxt.KIND_CPU, "onnxruntime": pbtxt.KIND_GPU, "tensorrt": pbtxt.KIND_GPU}
 _ARTIFACT = {"python-ort": "model.onnx", "onnxruntime": "model.onnx", "tensorrt": "model.plan"}
@@ -84,7 +88,7 @@ def stage_config(
     config.output.extend(pbtxt.spec_output(t, batched) for t in spec.outputs)
     if batched:
         config.dynamic_batching.preferred_batch_size.extend(preferred_batch_sizes(max_batch_size))
-        config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
+        config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US[flavor]
     config.instance_group.append(pbtxt.instance_group(kind, 1))
     if flavor == "python-ort":
         config.backend = "python"

@@ -95,11 +95,14 @@ def test_batching_settings():
         if spec.batch_dynamic:
             assert c.max_batch_size == 8 and c.HasField("dynamic_batching"), stage
             assert list(c.dynamic_batching.preferred_batch_size) == [2, 4, 8]
-            assert 0 < c.dynamic_batching.max_queue_delay_microseconds <= 10_000
+            assert c.dynamic_batching.max_queue_delay_microseconds == 0  # CPU: an idle stage starts at once
             for tensor, t in zip(c.input, spec.inputs):
                 assert pbtxt.full_shape(c, tensor, as_model=True) == t.shape
         else:
             assert c.max_batch_size == 0 and not c.HasField("dynamic_batching"), stage
+    for flavor in ("onnxruntime", "tensorrt"):
+        gpu = stage_config(SPECS["decoder"], flavor, kind=pbtxt.KIND_GPU, max_batch_size=8)
+        assert 0 < gpu.dynamic_batching.max_queue_delay_microseconds <= 10_000  # waits to batch many sessions
     hubert = configs["hubert"]
     assert list(hubert.input[0].dims) == [1, -1]
     assert list(hubert.output[0].dims) == [-1, TINY.hubert.hidden_size]
