@@ -74,35 +74,33 @@ def stage_throughput(stages: Mapping[str, Mapping[Any, Mapping[str, Any]]], path
     return _save(fig, path)
 
 
-def sessions_fps(levels: Sequence[Mapping[str, Any]], fps_min: float, path: Path, title: str) -> Path:
-    """Slowest and mean session frames/s per concurrency level, with the real-time threshold."""
+def _per_level(
+    levels: Sequence[Mapping[str, Any]], series: Sequence[tuple[str, str, str, str]], bound: tuple[float, str],
+    ylabel: str, path: Path, title: str,
+) -> Path:
+    """One line per (key, marker, line style, label) over the concurrency levels, plus a bound."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = [lv["concurrency"] for lv in levels]
-    ax.plot(xs, [lv["fps_min"] for lv in levels], marker="o", label="slowest session")
-    ax.plot(xs, [lv["fps_mean"] for lv in levels], marker="s", ls="--", label="mean over sessions")
-    ax.axhline(fps_min, color="red", ls=":", label=f"real time ({fps_min:g} frames/s)")
+    for key, marker, style, label in series:
+        ax.plot(xs, [lv[key] for lv in levels], marker=marker, ls=style, label=label)
+    ax.axhline(bound[0], color="red", ls=":", label=bound[1])
     ax.set_xlabel("concurrent sessions")
-    ax.set_ylabel("sustained frames/s per session")
+    ax.set_ylabel(ylabel)
     ax.set_xticks(xs)
     ax.set_ylim(bottom=0)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def sessions_fps(levels: Sequence[Mapping[str, Any]], fps_min: float, path: Path, title: str) -> Path:
+    """Slowest and mean session frames/s per concurrency level, with the real-time threshold."""
+    series = [("fps_min", "o", "-", "slowest session"), ("fps_mean", "s", "--", "mean over sessions")]
+    return _per_level(levels, series, (fps_min, f"real time ({fps_min:g} frames/s)"), "sustained frames/s per session", path, title)
 
 
 def sessions_ffd(levels: Sequence[Mapping[str, Any]], ffd_max_ms: float, path: Path, title: str) -> Path:
     """First-frame delay p50/p95 per concurrency level (real-time audio), with the threshold."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [lv["concurrency"] for lv in levels]
-    ax.plot(xs, [lv["ffd_ms_p50"] for lv in levels], marker="o", label="p50")
-    ax.plot(xs, [lv["ffd_ms_p95"] for lv in levels], marker="s", ls="--", label="p95")
-    ax.axhline(ffd_max_ms, color="red", ls=":", label=f"p95 bound ({ffd_max_ms:g} ms)")
-    ax.set_xlabel("concurrent sessions")
-    ax.set_ylabel("first-frame delay (ms)")
-    ax.set_xticks(xs)
-    ax.set_ylim(bottom=0)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    series = [("ffd_ms_p50", "o", "-", "p50"), ("ffd_ms_p95", "s", "--", "p95")]
+    return _per_level(levels, series, (ffd_max_ms, f"p95 bound ({ffd_max_ms:g} ms)"), "first-frame delay (ms)", path, title)

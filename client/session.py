@@ -186,6 +186,8 @@ class DittoClient:
     def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 60.0) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        if "://" in url:
+            raise ServerUnavailableError(f"invalid server URL {url!r}: give the gRPC endpoint as host:port, without a scheme")
         try:
             self._client = grpcclient.InferenceServerClient(url)
             ready = self._client.is_server_ready(client_timeout=timeout_s)

@@ -81,6 +81,7 @@ def test_server_down_is_one_line(samples_dir, short_stereo_wav, tmp_path, capsys
     port = free_port()
     assert "cannot reach a Triton server" in run_error(base + ["--url", f"127.0.0.1:{port}", "--timeout", "2"], capsys)
     assert "error:" in run_error(base + ["--url", "no such host:::", "--timeout", "2"], capsys)
+    assert "host:port, without a scheme" in run_error(base + ["--url", "http://127.0.0.1:8001"], capsys)
     assert "no such file" in run_error(["--image", str(tmp_path / "none.jpg"), "--audio", str(short_stereo_wav), "--out", "x.mp4"], capsys)
 
 
