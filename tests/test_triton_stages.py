@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -112,7 +113,11 @@ def test_concurrent_requests_are_batched_and_unchanged(stage, client):
         i, result, error = done.get(timeout=60)
         assert error is None, error
         results[i] = {name: result.as_numpy(name) for name in spec.output_names}
-    inferences, executions = _stats(client, stage)
+    # Triton updates the statistics just after it sends a response: wait for the last ones.
+    deadline = time.monotonic() + 10
+    while (stats := _stats(client, stage))[0] - inferences_before < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    inferences, executions = stats
 
     assert inferences - inferences_before == n
     assert executions - executions_before < n, "no request was batched with another"
