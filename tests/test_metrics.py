@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 
 from ditto_triton.benchmarks.metrics import MetricsError, parse, scrape, series, session_metrics, split_series, value
 from ditto_triton.client import DittoClient, ServerError, load_audio
-from ditto_triton.streaming.session_metrics import OUTCOMES, RecordingSink, SessionMetrics
+from ditto_triton.streaming.session_metrics import FLUSH_S, OUTCOMES, RecordingSink, SessionMetrics
 
 
 class FakeClock:
@@ -38,9 +38,17 @@ def test_first_frame_delay_and_late_frames_per_session():
     clock.now = 100.5
     metrics.frame_sent(7, pts_s=0.12)  # 80 ms late
     assert sink.first_frame_delays == [pytest.approx(0.3)]
-    assert (sink.frames_sent, sink.late_frames) == (4, 1)
+    # Counts reach the sink in bulk: the first frame at once, the others within FLUSH_S or at close.
+    assert (sink.frames_sent, sink.late_frames) == (1, 0)
+    clock.now = 100.3 + FLUSH_S
+    metrics.frame_sent(7, pts_s=0.04 + FLUSH_S)
+    assert (sink.frames_sent, sink.late_frames) == (5, 1)
+    clock.now += 0.01
+    metrics.frame_sent(7, pts_s=0.05 + FLUSH_S)
+    metrics.flush()
+    assert (sink.frames_sent, sink.late_frames) == (6, 1)
     timing = metrics.session_closed(7, "completed")
-    assert (timing.frames, timing.late) == (4, 1)
+    assert (timing.frames, timing.late) == (6, 1)
     assert sink.active_sessions == 0 and sink.sessions["completed"] == 1
 
 
@@ -53,6 +61,8 @@ def test_sessions_are_timed_independently_and_outcomes_counted():
     clock.now = 101.2
     metrics.frame_sent(2, 0.0)
     metrics.frame_sent(1, 0.0)
+    clock.now = 101.21
+    metrics.frame_sent(1, 0.04)  # pending until the session closes
     assert sink.first_frame_delays == [pytest.approx(0.2), pytest.approx(1.2)]
     assert metrics.active == 2
     metrics.session_closed(1, "failed")
@@ -62,7 +72,7 @@ def test_sessions_are_timed_independently_and_outcomes_counted():
     assert sink.sessions == {**dict.fromkeys(OUTCOMES, 0), "failed": 1, "idle_timeout": 1, "rejected": 1}
     assert sink.active_sessions == 0
     metrics.frame_sent(99, 0.0)  # a frame of no known session still counts as sent
-    assert (sink.frames_sent, sink.late_frames) == (3, 0)
+    assert (sink.frames_sent, sink.late_frames) == (4, 0)
     with pytest.raises(ValueError, match="unknown session outcome"):
         metrics.session_closed(1, "exploded")
 

@@ -14,7 +14,9 @@ per-session values and hands them to a `MetricsSink` (the Prometheus one lives i
   shutdown (model unloaded).
 
 Times are `time.monotonic()` seconds of the serving process. Thread-safe: frames are reported from
-the sessions' render threads.
+the sessions' delivery threads. Every sink call is a message to the server process, so frame counts
+are handed to the sink in bulk: with a session's first frame, then at most every `FLUSH_S` seconds,
+and whenever a session closes (a scrape lags the frames by at most `FLUSH_S`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 LATE_SLACK_S = 1e-3
+FLUSH_S = 0.25
 OUTCOMES = ("completed", "failed", "idle_timeout", "rejected", "shutdown")
 
 
@@ -66,6 +69,8 @@ class SessionMetrics:
         self.clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[int, SessionTiming] = {}
+        self._pending = [0, 0]  # frames sent and late frames not yet handed to the sink
+        self._flushed_s = float("-inf")
 
     @property
     def active(self) -> int:
@@ -94,9 +99,23 @@ class SessionMetrics:
         with self._lock:
             timing = self._sessions.get(corrid)
             delay, late = timing.frame_sent(pts_s, now) if timing is not None else (None, False)
-            self.sink.add_frames(1, int(late))
+            self._pending[0] += 1
+            self._pending[1] += int(late)
             if delay is not None:
                 self.sink.observe_first_frame_delay(delay)
+            if delay is not None or timing is None or now - self._flushed_s >= FLUSH_S:
+                self._flush(now)
+
+    def flush(self) -> None:
+        """Hand the pending frame counts to the sink now."""
+        with self._lock:
+            self._flush(self.clock())
+
+    def _flush(self, now: float) -> None:
+        if any(self._pending):
+            self.sink.add_frames(*self._pending)
+            self._pending = [0, 0]
+        self._flushed_s = now
 
     def session_closed(self, corrid: int, outcome: str) -> SessionTiming | None:
         """A session was freed; returns its timing (None if it was not open)."""
@@ -106,6 +125,7 @@ class SessionMetrics:
             timing = self._sessions.pop(corrid, None)
             if timing is None:
                 return None
+            self._flush(self.clock())
             self.sink.count_session(outcome)
             self.sink.set_active_sessions(len(self._sessions))
             return timing

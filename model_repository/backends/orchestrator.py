@@ -163,6 +163,7 @@ class TritonPythonModel:
 
     def _reap_idle(self) -> None:
         while not self._stop.wait(1.0):
+            self.metrics.flush()  # counts of sessions whose frames have paused
             for corrid in self.sessions.idle():
                 pb_utils.Logger.log_info(f"[ditto] orchestrator: session {corrid} idle, freed")
                 self._free(corrid, "idle_timeout")
