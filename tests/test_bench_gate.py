@@ -5,6 +5,7 @@ deliberately slowed decoder, and its CLI exits non-zero on a miss. No server: CI
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -107,15 +108,19 @@ def test_realtime_level_checks(thresholds):
 
 
 class SlowDecoder:
-    """Stages whose decoder costs `per_frame_s` more per frame (a deliberately slowed stage)."""
+    """Stages whose decoder costs `per_frame_s` more per frame (a deliberately slowed stage). Like a
+    stage model with one instance, the decoder runs one batch at a time."""
 
     def __init__(self, inner, per_frame_s: float) -> None:
         self.inner, self.per_frame_s = inner, per_frame_s
+        self._decoder = threading.Lock()
 
     def infer(self, name, inputs):
-        if name == "decoder":
+        if name != "decoder":
+            return self.inner.infer(name, inputs)
+        with self._decoder:
             time.sleep(self.per_frame_s * inputs["feature"].shape[0])
-        return self.inner.infer(name, inputs)
+            return self.inner.infer(name, inputs)
 
 
 def test_gate_fails_a_pipeline_with_a_slowed_decoder(tiny_export, samples_dir, thresholds):

@@ -175,3 +175,24 @@ def test_a_failing_frame_callback_ends_the_session_with_an_error(stages, avatar,
     assert done == []
     assert [tag for tag, _ in errors] == ["a", "end"]
     assert all(isinstance(exc, ConnectionError) for _, exc in errors)
+
+
+def test_a_failing_network_call_ends_the_session_with_an_error(stages, avatar, silence):
+    class FailingDecoder:
+        calls = 0
+
+        def infer(self, name, inputs):
+            if name == "decoder":
+                FailingDecoder.calls += 1
+                if FailingDecoder.calls == 3:
+                    raise RuntimeError("decoder: out of memory")
+            return stages.infer(name, inputs)
+
+    frames = []
+    runner, done, errors = _pipelined(FailingDecoder(), avatar, silence, lambda frame, tag: frames.append(frame.index))
+    runner.submit_audio(speech(1.6), tag="a")
+    runner.submit_end("end")
+    runner.close(timeout=60)
+    assert frames == list(range(8))  # the two batches before the failing one, in order, nothing after
+    assert [tag for tag, _ in errors] == ["a", "end"] and done == []
+    assert "out of memory" in str(errors[0][1])
