@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,11 +112,6 @@ class StreamingSession:
 
     def render_crops(self, rows: list[np.ndarray]) -> list[RenderedCrop]:
         """The networks' part of `render_batch`: the rendered face crops, not yet pasted back."""
-        return self.run_render(*self.prepare_render(rows))
-
-    def prepare_render(self, rows: list[np.ndarray]) -> tuple[int, dict[str, np.ndarray]]:
-        """Keypoints of a batch of motion rows: (index of its first frame, the render chain's inputs).
-        Sequential per session (frame indices, the stitcher's reference); `run_render` may overlap."""
         if self._stitcher is None:
             self._stitcher = MotionStitcher(
                 self._avatar.info,
@@ -128,12 +122,9 @@ class StreamingSession:
         x_s = np.concatenate([p[0] for p in pairs])
         x_d = np.concatenate([p[1] for p in pairs])
         f_s = np.repeat(self._avatar.f_s, len(rows), axis=0) if len(rows) > 1 else self._avatar.f_s
+        renders = infer_chain(self._stages, RENDER_CHAIN, {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d})["output"]
         first = self.frames_rendered
-        self.frames_rendered += len(rows)
-        return first, {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d}
-
-    def run_render(self, first: int, inputs: dict[str, np.ndarray]) -> list[RenderedCrop]:
-        renders = infer_chain(self._stages, RENDER_CHAIN, inputs)["output"]
+        self.frames_rendered += len(renders)
         return [RenderedCrop(first + k, render) for k, render in enumerate(renders)]
 
     def compose(self, crop: RenderedCrop) -> Frame:
@@ -176,11 +167,10 @@ def render_batch_end(index: int, window: int, batch: int) -> int:
 class PipelinedSession:
     """Runs a StreamingSession on three threads: motion, render and delivery.
 
-    The motion thread samples the next LMDM window while the render thread prepares batches of the
-    current one and keeps up to `in_flight` render-chain calls running at once; the delivery thread
-    takes their results in order, pastes each rendered crop back into the photo and hands the frame
-    to the caller, so neither the put-back nor a slow `on_frame` (the Triton adapter's response
-    send) stalls the networks.
+    The motion thread samples the next LMDM window while the render thread runs the render chain
+    on frames of the current one; the delivery thread pastes each rendered crop back into the photo
+    and hands the frame to the caller, so neither the put-back nor a slow `on_frame` (the Triton
+    adapter's response send) stalls the networks.
 
     Every submitted item carries a `tag` (the Triton adapter uses the request's response sender).
     Frames caused by an item are passed to `on_frame(frame, tag)`; once all of them are out,
@@ -197,7 +187,6 @@ class PipelinedSession:
         on_done: Callable[[Any], None],
         on_error: Callable[[Any, BaseException], None],
         batch_size: int = 4,
-        in_flight: int = 2,
     ) -> None:
         self.session = session
         self.batch_size = batch_size
@@ -206,10 +195,6 @@ class PipelinedSession:
         self._rows: queue.Queue = queue.Queue()
         self._out: queue.Queue = queue.Queue()
         self.failed: BaseException | None = None
-        # Render calls in flight at once: the next batch's networks run while the previous batch's
-        # last stage finishes (on Triton, stages are separate models, so this is pipeline parallelism).
-        self._in_flight = threading.Semaphore(in_flight)
-        self._renderers = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="ditto-render-call")
         self._threads = [
             threading.Thread(target=loop, daemon=True, name=f"ditto-{name}")
             for name, loop in (("motion", self._motion_loop), ("render", self._render_loop), ("delivery", self._delivery_loop))
@@ -269,9 +254,8 @@ class PipelinedSession:
                 while self.failed is None and start < len(rows):
                     first = self.session.frames_rendered
                     size = render_batch_end(first, self.session.frames_per_window, self.batch_size) - first
-                    job = self.session.prepare_render(rows[start : start + size])
-                    self._in_flight.acquire()  # released by the delivery thread
-                    self._out.put(("batch", self._renderers.submit(self.session.run_render, *job), tag))
+                    for crop in self.session.render_crops(rows[start : start + size]):
+                        self._out.put(("frame", crop, tag))
                     start += size
             except BaseException as exc:  # noqa: BLE001
                 self.failed = exc
@@ -284,20 +268,11 @@ class PipelinedSession:
             kind, crop, tag = self._out.get()
             try:
                 if kind is _END:
-                    self._renderers.shutdown(wait=False)
                     return
-                if kind == "batch":
-                    try:
-                        crops = crop.result()
-                    except BaseException as exc:  # noqa: BLE001 - a network call failed
-                        self.failed, crops = self.failed or exc, []
-                    finally:
-                        self._in_flight.release()
-                    for one in crops:
-                        if self.failed is not None:
-                            break
+                if kind == "frame":
+                    if self.failed is None:
                         try:
-                            self._on_frame(self.session.compose(one), tag)
+                            self._on_frame(self.session.compose(crop), tag)
                         except BaseException as exc:  # noqa: BLE001 - e.g. the client went away
                             self.failed = exc
                 elif self.failed is not None:
