@@ -16,22 +16,19 @@ exits 1 when any check misses (2 when it cannot measure at all).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ditto_triton.benchmarks.criteria import Check, load_thresholds
+from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_server
 from ditto_triton.benchmarks.session_stats import SessionRecord, aggregate, summarize
 
 log = logging.getLogger("ditto_triton.benchmarks.gate")
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-CROP = {"max_size": 512}
 WARMUP_SECONDS = 2.0
 
 
@@ -78,19 +75,6 @@ def evaluate(m: dict[str, Any], th: dict[str, float]) -> list[Check]:
     ]
 
 
-@contextlib.contextmanager
-def local_server(export_dir: Path, flavor: str = "python-ort") -> Iterator[tuple[str, str]]:
-    """(grpc_url, metrics_url) of a fresh tritonserver on loopback serving `export_dir` with its
-    service models; stopped (and its repository removed) on exit."""
-    from ditto_triton.model_repository.render import render_repository
-    from ditto_triton.model_repository.server import TritonServer
-
-    with tempfile.TemporaryDirectory(prefix="ditto-bench-") as tmp:
-        repo = render_repository(export_dir, Path(tmp) / "repo", flavor, include_services=True)
-        with TritonServer(repo, log_path=Path(tmp) / "tritonserver.log") as server:
-            yield server.grpc_url, server.metrics_url
-
-
 def measure(export_dir: Path, image: bytes, audio, *, ffd_sessions: int, ffd_seconds: float, repeats: int) -> dict[str, Any]:
     """Start a server on `export_dir`, run the gate's sessions, return `collect(...)`'s dict."""
     from ditto_triton.benchmarks.inprocess import InProcessPipeline
@@ -132,8 +116,8 @@ def report_lines(checks: Sequence[Check], measured: dict[str, Any]) -> list[str]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Real-time gate on the tiny profile (make bench-gate).")
     p.add_argument("--export-dir", type=Path, default=Path("out/export/tiny"))
-    p.add_argument("--image", type=Path, default=SAMPLES / "ditto_example_image.jpg")
-    p.add_argument("--audio", type=Path, default=SAMPLES / "ditto_example_audio.wav")
+    p.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
+    p.add_argument("--audio", type=Path, default=SAMPLE_AUDIO)
     p.add_argument("--ffd-sessions", type=int, default=5, help="full-audio sessions in a row for the FFD p95")
     p.add_argument("--ffd-seconds", type=float, default=3.0, help="audio per full-audio FFD session")
     p.add_argument("--repeats", type=int, default=2, help="Triton/in-process session pairs for the ratio")

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from ditto_triton.benchmarks.perf_tool import PerfAnalyzerError
+from ditto_triton.client.session import CHUNK_SAMPLES  # noqa: F401 - re-exported for perf_analyzer
+from ditto_triton.streaming.audio import WINDOW_SAMPLES
 
-HUBERT_WINDOW = 6480  # samples per streaming HuBERT call (20 feature frames)
+HUBERT_WINDOW = WINDOW_SAMPLES  # samples per streaming HuBERT call (20 feature frames)
 DEFAULT_SHAPES: Mapping[str, Mapping[str, tuple[int, ...]]] = {"hubert": {"input_values": (1, HUBERT_WINDOW)}}
-CHUNK_SAMPLES = 3200  # 200 ms at 16 kHz
 N_TIMESTEPS = 1000
 _NP_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
               "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}

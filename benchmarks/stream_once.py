@@ -15,14 +15,13 @@ import argparse
 import json
 from pathlib import Path
 
-from ditto_triton.benchmarks.gate import local_server
+from ditto_triton.benchmarks.fixtures import SAMPLE_AUDIO, SAMPLE_IMAGE, local_server
 from ditto_triton.benchmarks.inprocess import InProcessPipeline
 from ditto_triton.benchmarks.session_stats import summarize
 from ditto_triton.benchmarks.triton_session import run_session
 from ditto_triton.client import DittoClient, load_audio
 from ditto_triton.export.manifest import read_manifest
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 KEYS = ("frames", "ffd_ms", "fps", "late_frames", "rtf", "error")
 
 
@@ -33,10 +32,10 @@ def main() -> None:
     parser.add_argument("--max-size", type=int, default=512, help="source photo long side (default 512)")
     parser.add_argument("--realtime", action="store_true", help="pace the audio in real time")
     args = parser.parse_args()
-    audio = load_audio(SAMPLES / "ditto_example_audio.wav")
+    audio = load_audio(SAMPLE_AUDIO)
     if args.seconds:
         audio = audio[: int(args.seconds * 16000)]
-    image = (SAMPLES / "ditto_example_image.jpg").read_bytes()
+    image = SAMPLE_IMAGE.read_bytes()
     crop = {"max_size": args.max_size}
     mode = "realtime" if args.realtime else "full"
     with local_server(args.export) as (url, _), DittoClient(url, timeout_s=600) as client:

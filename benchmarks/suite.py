@@ -31,13 +31,12 @@ from typing import Any
 from ditto_triton.benchmarks import provenance
 from ditto_triton.benchmarks.criteria import load_thresholds
 from ditto_triton.benchmarks.exports import ensure_export
+from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_server
 from ditto_triton.benchmarks.report import RESULTS_ROOT, results_dir, write_report
 from ditto_triton.benchmarks.session_stats import aggregate, summarize
 from ditto_triton.benchmarks.sessions import check_loopback
 
 log = logging.getLogger("ditto_triton.benchmarks.suite")
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-CROP = {"max_size": 512}
 RENDER_STAGES = ("stitch_network", "warp_network", "decoder")
 
 
@@ -47,8 +46,6 @@ def serving(args: argparse.Namespace, export_dir: Path) -> Iterator[tuple[str, s
     if args.url:
         yield args.url, args.metrics_url
         return
-    from ditto_triton.benchmarks.gate import local_server
-
     with local_server(export_dir, args.flavor) as urls:
         yield urls
 
@@ -217,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-stages", action="store_true", help="skip perf_analyzer and the latency CDFs")
     p.add_argument("--url", default=None, help="use this running server (loopback gRPC host:port) instead of starting one")
     p.add_argument("--metrics-url", default=None, help="its metrics URL (with --url)")
-    p.add_argument("--image", type=Path, default=SAMPLES / "ditto_example_image.jpg")
-    p.add_argument("--audio", type=Path, default=SAMPLES / "ditto_example_audio.wav")
+    p.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
+    p.add_argument("--audio", type=Path, default=SAMPLE_AUDIO)
     p.add_argument("--seconds", type=float, default=None, help="cut the session audio (default: all of it)")
     p.add_argument("--max-sessions", type=int, default=16, help="highest concurrency the sweep tries")
     p.add_argument("--min-levels", type=int, default=3, help="concurrency levels measured even after one fails")

@@ -145,10 +145,10 @@ def test_pipelined_session_delivers_the_synchronous_frames_in_order(stages, avat
     audio = speech(1.6)
     sync = StreamingSession(avatar, stages, SessionOptions(), TINY.render_size, silence)
     rows = sync.feed(audio) + sync.end()
+    from ditto_triton.streaming.session import render_batch_end
+
     expected = []
     while len(expected) < len(rows):
-        from ditto_triton.streaming.session import render_batch_end
-
         end = render_batch_end(len(expected), sync.frames_per_window, 4)
         expected += sync.render_batch(rows[len(expected) : end])
     frames = []

@@ -1,0 +1,27 @@
+"""What every benchmark starts from: the sample portrait and speech, the crop options, and a fresh
+local tritonserver on an export."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLE_IMAGE = SAMPLES / "ditto_example_image.jpg"
+SAMPLE_AUDIO = SAMPLES / "ditto_example_audio.wav"
+CROP = {"max_size": 512}
+
+
+@contextlib.contextmanager
+def local_server(export_dir: Path, flavor: str = "python-ort") -> Iterator[tuple[str, str]]:
+    """(grpc_url, metrics_url) of a fresh tritonserver on loopback serving `export_dir` with its
+    service models; stopped (and its repository removed) on exit."""
+    from ditto_triton.model_repository.render import render_repository
+    from ditto_triton.model_repository.server import TritonServer
+
+    with tempfile.TemporaryDirectory(prefix="ditto-bench-") as tmp:
+        repo = render_repository(export_dir, Path(tmp) / "repo", flavor, include_services=True)
+        with TritonServer(repo, log_path=Path(tmp) / "tritonserver.log") as server:
+            yield server.grpc_url, server.metrics_url
