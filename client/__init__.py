@@ -9,13 +9,21 @@
 """
 
 from ditto_triton.client.audio import load_audio
-from ditto_triton.client.errors import DittoClientError, ServerError, ServerUnavailableError
+from ditto_triton.client.errors import (
+    ConnectionLostError,
+    DittoClientError,
+    ServerBusyError,
+    ServerError,
+    ServerUnavailableError,
+)
 from ditto_triton.client.session import DittoClient, ReceivedFrame, StreamSession
 
 __all__ = [
+    "ConnectionLostError",
     "DittoClient",
     "DittoClientError",
     "ReceivedFrame",
+    "ServerBusyError",
     "ServerError",
     "ServerUnavailableError",
     "StreamSession",

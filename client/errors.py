@@ -11,3 +11,12 @@ class ServerUnavailableError(DittoClientError):
 
 class ServerError(DittoClientError):
     """The server answered a request with an error; the message is the server's."""
+
+
+class ServerBusyError(ServerError):
+    """The server refused a new session because it is at its session limit ("resource exhausted");
+    retry later or on another replica."""
+
+
+class ConnectionLostError(ServerUnavailableError):
+    """The stream to the server broke mid-session (server stopped or restarted, network gone)."""

@@ -18,7 +18,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from ditto_triton.client.audio import load_audio
-from ditto_triton.client.errors import ServerError, ServerUnavailableError
+from ditto_triton.client.errors import ConnectionLostError, ServerBusyError, ServerError, ServerUnavailableError
 
 ORCHESTRATOR = "orchestrator"
 AVATAR_REGISTRY = "avatar_registry"
@@ -68,6 +68,7 @@ class StreamSession:
     """
 
     def __init__(self, url: str, avatar_id: str, options: dict | None = None, timeout_s: float = 60.0, sequence_id: int | None = None):
+        self.url = url
         self.avatar_id = avatar_id
         self.options = dict(options or {})
         self.output_format = self.options.get("output_format", "rgb")
@@ -78,6 +79,7 @@ class StreamSession:
         self._sent = 0
         self._finished = 0
         self._ended = False
+        self._failed = False
         self._lock = threading.Lock()
         self.first_send_s: float | None = None
         try:
@@ -130,7 +132,9 @@ class StreamSession:
     def _on_response(self, result, error) -> None:
         now = time.perf_counter()
         if error is not None:
-            self._events.put(("error", _server_message(error)))
+            # A transport failure carries a gRPC status; an error the server sent in a response does not.
+            kind = "error" if error.status() is None else "lost"
+            self._events.put((kind, _server_message(error).splitlines()[0] if kind == "lost" else _server_message(error)))
             return
         response = result.get_response()
         if result.as_numpy("frame") is not None:
@@ -165,11 +169,22 @@ class StreamSession:
                 yield value
             elif kind == "final":
                 self._finished += 1
+            elif kind == "lost":
+                self._failed = True
+                raise ConnectionLostError(f"lost the connection to the Triton server at {self.url} mid-session: {value}")
             else:
                 self._finished += 1
-                raise ServerError(value)
+                self._failed = True
+                raise (ServerBusyError if value.startswith("resource exhausted") else ServerError)(value)
 
     def close(self) -> None:
+        """Close the stream. A session that failed before END gets a bare END first, so that Triton's
+        sequence batcher frees its slot now rather than at the idle timeout."""
+        if self._failed and not self._ended:
+            try:
+                self.end()
+            except Exception:  # noqa: BLE001 - best effort: the stream may be gone already
+                pass
         self._client.stop_stream()
         self._client.close()
 

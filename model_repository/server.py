@@ -245,7 +245,8 @@ class TritonServer:
         cmd = self.command(backend_dir, install.binary)
         log.info("starting %s", " ".join(cmd))
         self._process = subprocess.Popen(
-            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=_terminate_with_parent,
         )
 
     def _wait_ready(self) -> None:
@@ -326,3 +327,12 @@ class TritonServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM the server when the process that launched it dies, so a
+    killed test run or benchmark never leaves a server (and its stubs) holding ports and memory."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -63,21 +63,26 @@ def _control(name: str, kind: int, **fields: object) -> mc.ModelSequenceBatching
 
 
 def orchestrator_config(
-    profile: Profile, *, max_sessions: int = 16, idle_timeout_s: float = 60.0
+    profile: Profile, *, max_sessions: int = 16, idle_timeout_s: float = 60.0, max_request_audio_s: float = 60.0
 ) -> pbtxt.ModelConfig:
     """The streaming session model: decoupled, one sequence (correlation id) per session.
 
     Each request carries an audio chunk (`audio` float32 or `audio_int16`, at `sample_rate`), the
     first one also `avatar_id` and `options`; the model answers with zero or more frames
     (`frame` flat uint8 H·W·3, `frame_shape`, `frame_index`, `pts_s`). The sequence batcher's
-    `oldest` strategy lets one instance serve up to `max_sessions` sessions, with the control
-    inputs START / END (bool) and CORRID (uint64).
+    `oldest` strategy lets one instance serve the sessions, with the control inputs START / END
+    (bool) and CORRID (uint64). The orchestrator admits `max_sessions` live sessions and answers
+    the START of one more with a "resource exhausted" error; the batcher keeps twice as many
+    sequence slots so that those STARTs reach it instead of waiting in Triton's backlog (a refused
+    sequence holds its slot until the client's END or the idle timeout).
     """
     if max_sessions < 1:
         raise ValueError(f"{ORCHESTRATOR}: max_sessions must be >= 1 (got {max_sessions})")
+    if max_request_audio_s <= 0:
+        raise ValueError(f"{ORCHESTRATOR}: max_request_audio_s must be > 0 (got {max_request_audio_s})")
     if idle_timeout_s <= 0:
         raise ValueError(f"{ORCHESTRATOR}: idle_timeout_s must be > 0 (got {idle_timeout_s})")
-    config = pbtxt.ModelConfig(name=ORCHESTRATOR, backend="python", max_batch_size=max_sessions)
+    config = pbtxt.ModelConfig(name=ORCHESTRATOR, backend="python", max_batch_size=2 * max_sessions)
     config.model_transaction_policy.decoupled = True
     seq = config.sequence_batching
     seq.max_sequence_idle_microseconds = round(idle_timeout_s * 1e6)
@@ -88,7 +93,7 @@ def orchestrator_config(
             _control("CORRID", mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID, data_type=mc.TYPE_UINT64),
         ]
     )
-    seq.oldest.max_candidate_sequences = max_sessions
+    seq.oldest.max_candidate_sequences = 2 * max_sessions
     seq.oldest.max_queue_delay_microseconds = 0
     config.input.extend(
         [
@@ -107,6 +112,14 @@ def orchestrator_config(
             pbtxt.tensor_output("pts_s", _F64, [1]),
         ]
     )
-    pbtxt.set_parameters(config, {"idle_timeout_s": f"{idle_timeout_s:g}", "profile": profile.name})
+    pbtxt.set_parameters(
+        config,
+        {
+            "idle_timeout_s": f"{idle_timeout_s:g}",
+            "max_sessions": str(max_sessions),
+            "max_request_audio_s": f"{max_request_audio_s:g}",
+            "profile": profile.name,
+        },
+    )
     config.instance_group.append(pbtxt.instance_group(pbtxt.KIND_CPU, 1))
     return config

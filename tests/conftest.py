@@ -25,6 +25,20 @@ def samples_dir() -> Path:
     return SAMPLES
 
 
+@pytest.fixture(scope="session")
+def portrait(samples_dir) -> bytes:
+    """The sample portrait's JPEG bytes."""
+    return (samples_dir / "ditto_example_image.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def speech16k(samples_dir):
+    """The sample speech as 16 kHz mono float32."""
+    from ditto_triton.client import load_audio
+
+    return load_audio(samples_dir / "ditto_example_audio.wav")
+
+
 @pytest.fixture(scope="module")
 def triton_server_factory(tiny_export, tmp_path_factory):
     """Start real tritonservers (python-ort flavor of the tiny export) on free loopback ports.

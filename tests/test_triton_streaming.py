@@ -38,20 +38,10 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def portrait(samples_dir) -> bytes:
-    return (samples_dir / "ditto_example_image.jpg").read_bytes()
-
-
-@pytest.fixture(scope="module")
 def mirrored(portrait) -> bytes:
     buf = io.BytesIO()
     Image.open(io.BytesIO(portrait)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, format="PNG")
     return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def speech16k(samples_dir) -> np.ndarray:
-    return load_audio(samples_dir / "ditto_example_audio.wav")
 
 
 @pytest.fixture(scope="module")

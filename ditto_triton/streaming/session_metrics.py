@@ -10,7 +10,8 @@ per-session values and hands them to a `MetricsSink` (the Prometheus one lives i
   time counted from the session's first frame: `sent - sent_0 > pts - pts_0 + LATE_SLACK_S` (the
   1 ms slack the client and the benchmarks use);
 - first-frame delay: from the START request's arrival to the first frame sent, seconds;
-- sessions by outcome: completed (END flushed), failed, idle_timeout, rejected (START refused),
+- sessions by outcome: completed (END flushed), failed, client_gone (cancelled or disconnected while
+  frames were due), idle_timeout, rejected (START refused),
   shutdown (model unloaded).
 
 Times are `time.monotonic()` seconds of the serving process. Thread-safe: frames are reported from
@@ -29,7 +30,7 @@ from typing import Protocol
 
 LATE_SLACK_S = 1e-3
 FLUSH_S = 0.25
-OUTCOMES = ("completed", "failed", "idle_timeout", "rejected", "shutdown")
+OUTCOMES = ("completed", "failed", "client_gone", "idle_timeout", "rejected", "shutdown")
 
 
 class MetricsSink(Protocol):

@@ -13,6 +13,12 @@ class SessionStateError(ValueError):
     """A request that does not fit the session's state (no START, reused id, data after END)."""
 
 
+class SessionLimitError(SessionStateError):
+    """No room for another session; the client should retry later or on another replica."""
+
+    PREFIX = "resource exhausted"
+
+
 @dataclass
 class LiveSession:
     runner: Any  # PipelinedSession
@@ -37,7 +43,10 @@ class SessionTable:
             if corrid in self._live:
                 raise SessionStateError(f"correlation id {corrid} already has a live session; END it or use another id")
             if len(self._live) >= self.max_sessions:
-                raise SessionStateError(f"server is at its limit of {self.max_sessions} sessions; retry later")
+                raise SessionLimitError(
+                    f"{SessionLimitError.PREFIX}: the server is at its limit of {self.max_sessions} live sessions; "
+                    "retry later or on another replica"
+                )
             live = self._live[corrid] = LiveSession(runner, self._clock())
             return live
 

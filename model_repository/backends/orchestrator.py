@@ -25,6 +25,7 @@ from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCa
 from ditto_triton.model_repository.backends.metrics import PrometheusSink
 from ditto_triton.model_repository.backends.requests import RequestError, model_settings, flag, optional, optional_text
 from ditto_triton.profiles import get_profile
+from ditto_triton.streaming.audio import SAMPLE_RATE
 from ditto_triton.streaming.audio_input import AudioInputError, to_float32
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.options import OptionsError, SessionOptions
@@ -35,6 +36,11 @@ from ditto_triton.streaming.sessions import SessionStateError, SessionTable
 AVATAR_FIELDS = ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")
 CLIENT_ERRORS = (RequestError, AudioInputError, OptionsError, SessionStateError)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+CANCEL_CHECK_FRAMES = 5
+
+
+class ClientGoneError(RuntimeError):
+    """The request's client cancelled it or disconnected: its session stops and is freed."""
 
 
 class TritonPythonModel:
@@ -43,8 +49,9 @@ class TritonPythonModel:
         self.profile = get_profile(params["profile"])
         self.stages = BlsStages(self.profile)
         self.sessions = SessionTable(
-            idle_timeout_s=float(params.get("idle_timeout_s", "60")), max_sessions=int(config.get("max_batch_size", 16))
+            idle_timeout_s=float(params.get("idle_timeout_s", "60")), max_sessions=int(params.get("max_sessions", "16"))
         )
+        self._max_request_samples = round(float(params.get("max_request_audio_s", "60")) * SAMPLE_RATE)
         self._sink = PrometheusSink(args["model_name"], args["model_version"])
         self.metrics = SessionMetrics(self._sink)
         self._silence: np.ndarray | None = None
@@ -72,7 +79,10 @@ class TritonPythonModel:
     def _handle(self, request: Any, corrid: int, sender: Any, arrived_s: float) -> None:
         start, end = flag(request, "START"), flag(request, "END")
         rate = optional(request, "sample_rate")
-        audio = to_float32(optional(request, "audio"), optional(request, "audio_int16"), None if rate is None else int(rate.reshape(-1)[0]))
+        audio = to_float32(
+            optional(request, "audio"), optional(request, "audio_int16"), None if rate is None else int(rate.reshape(-1)[0]),
+            self._max_request_samples,
+        )
         if start:
             try:
                 live = self._open(request, corrid)
@@ -126,6 +136,9 @@ class TritonPythonModel:
     # -- callbacks from the session threads ---------------------------------------------------
     def _send_frame(self, frame: Frame, tag: tuple, fmt: str, quality: int) -> None:
         sender, corrid, _ = tag
+        # is_cancelled() is a round trip to the server process: ask every CANCEL_CHECK_FRAMES frames.
+        if frame.index % CANCEL_CHECK_FRAMES == 0 and sender.is_cancelled():
+            raise ClientGoneError(f"session {corrid}: the client cancelled the request or went away")
         data = frame.encode(fmt, quality)
         sent_s = time.monotonic()
         sender.send(
@@ -148,8 +161,11 @@ class TritonPythonModel:
 
     def _fail_request(self, tag: tuple, exc: BaseException) -> None:
         sender, corrid, _ = tag
-        self._fail(sender, f"session {corrid} failed: {exc}")
-        self._free(corrid, "failed")
+        try:
+            if not isinstance(exc, ClientGoneError):
+                self._fail(sender, f"session {corrid} failed: {exc}")
+        finally:
+            self._free(corrid, "client_gone" if isinstance(exc, ClientGoneError) else "failed")
 
     def _free(self, corrid: int, outcome: str) -> None:
         live = self.sessions.remove(corrid)
@@ -159,7 +175,10 @@ class TritonPythonModel:
 
     @staticmethod
     def _fail(sender: Any, message: str) -> None:
-        sender.send(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message)), flags=FINAL)
+        try:
+            sender.send(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message)), flags=FINAL)
+        except Exception as exc:  # noqa: BLE001 - e.g. the client is gone; the session is freed regardless
+            pb_utils.Logger.log_warn(f"[ditto] orchestrator: could not send an error ({message}): {exc}")
 
     def _reap_idle(self) -> None:
         while not self._stop.wait(1.0):

@@ -1,0 +1,172 @@
+"""Faults against real tritonservers (tiny profile): a client killed mid-stream, END never sent, a
+stage model that raises, the server going away under a client, and more sessions than the limit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from ditto_triton.benchmarks.metrics import scrape, session_metrics
+from ditto_triton.benchmarks.session_stats import summarize
+from ditto_triton.benchmarks.triton_session import run_session
+from ditto_triton.client import ConnectionLostError, DittoClient, ServerBusyError, ServerError
+from ditto_triton.model_repository.render import render_repository
+from ditto_triton.model_repository.server import TritonServer
+
+CROP = {"max_size": 512}
+IDLE_TIMEOUT_S = 3.0
+REAPER_PERIOD_S = 1.0  # the orchestrator's idle reaper wakes once a second
+
+
+def active_sessions(server: TritonServer) -> float:
+    return session_metrics(scrape(server.metrics_url), model="orchestrator")["active_sessions"]
+
+
+def seconds_until_no_session(server: TritonServer, limit_s: float) -> float:
+    t0 = time.monotonic()
+    while active_sessions(server) > 0:
+        if time.monotonic() - t0 > limit_s:
+            pytest.fail(f"a session was still live {limit_s:.0f} s later")
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def server(tiny_export, tmp_path_factory):
+    repo = render_repository(
+        tiny_export, tmp_path_factory.mktemp("repo"), "python-ort", include_services=True, idle_timeout_s=IDLE_TIMEOUT_S
+    )
+    with TritonServer(repo) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def avatar(server, portrait) -> str:
+    with DittoClient(server.grpc_url) as client:
+        return client.register_avatar(portrait, CROP)
+
+
+KILLED_CLIENT = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from ditto_triton.client import DittoClient
+    with DittoClient(sys.argv[1]) as client:
+        session = client.open_session(sys.argv[2])
+        session.send(np.zeros(16000 * 30, np.float32))  # 30 s of audio, no END
+        next(iter(session.frames()))
+        print("streaming", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_killed_client_frees_its_session_within_the_idle_timeout(server, avatar):
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, server.grpc_url, avatar], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "streaming"
+        assert active_sessions(server) == 1
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        freed_after = seconds_until_no_session(server, IDLE_TIMEOUT_S + REAPER_PERIOD_S + 2)
+    finally:
+        child.kill()
+    print(f"killed client: session freed {freed_after:.2f} s later (idle timeout {IDLE_TIMEOUT_S} s)")
+    assert freed_after <= IDLE_TIMEOUT_S + REAPER_PERIOD_S + 0.5
+    with DittoClient(server.grpc_url) as client:
+        assert len(list(client.stream(avatar, np.zeros(6400, np.float32)))) == 10
+
+
+def test_session_without_end_is_freed_after_the_idle_timeout(server, avatar):
+    with DittoClient(server.grpc_url) as client:
+        session = client.open_session(avatar)
+        session.send(np.zeros(2 * 16000, np.float32))  # END never comes
+        sent = time.monotonic()
+        frames = session.frames()
+        got = [next(frames) for _ in range(10)]
+        assert active_sessions(server) == 1
+        seconds_until_no_session(server, IDLE_TIMEOUT_S + REAPER_PERIOD_S + 5)
+        freed_after = time.monotonic() - sent
+        session.close()
+    print(f"no END: session freed {freed_after:.2f} s after its last request (idle timeout {IDLE_TIMEOUT_S} s)")
+    assert len(got) == 10
+    assert IDLE_TIMEOUT_S <= freed_after <= IDLE_TIMEOUT_S + REAPER_PERIOD_S + 0.5
+
+
+RAISING_MODEL = textwrap.dedent(
+    """
+    class TritonPythonModel:
+        def execute(self, requests):
+            raise RuntimeError("injected fault in warp_network")
+    """
+)
+
+
+def test_a_raising_stage_fails_the_session_and_nothing_hangs(tiny_export, tmp_path, portrait):
+    repo = render_repository(tiny_export, tmp_path / "repo", "python-ort", include_services=True)
+    (repo / "warp_network" / "1" / "model.py").write_text(RAISING_MODEL)
+    with TritonServer(repo) as srv, DittoClient(srv.grpc_url, timeout_s=30) as client:
+        avatar = client.register_avatar(portrait, CROP)  # registration does not use the warp network
+        t0 = time.monotonic()
+        with pytest.raises(ServerError, match="injected fault in warp_network"):
+            list(client.stream(avatar, np.zeros(16000, np.float32)))
+        assert time.monotonic() - t0 < 20
+        assert srv.is_ready()
+        assert seconds_until_no_session(srv, 5) < 5
+        with pytest.raises(ServerError, match="injected fault"):  # the next session fails the same way, cleanly
+            list(client.stream(avatar, np.zeros(3200, np.float32)))
+
+
+def test_server_dying_under_a_client_is_one_line(tiny_export, tmp_path, portrait, speech16k):
+    repo = render_repository(tiny_export, tmp_path / "repo", "python-ort", include_services=True)
+    srv = TritonServer(repo).start()
+    url = srv.grpc_url
+    try:
+        client = DittoClient(srv.grpc_url)
+        avatar = client.register_avatar(portrait, CROP)
+        frames = client.stream(avatar, speech16k, realtime=True)
+        next(frames)
+        os.killpg(srv.pid, signal.SIGKILL)  # the server (and its stubs) die under the client
+        with pytest.raises(ConnectionLostError) as err:
+            for _ in frames:
+                pass
+    finally:
+        srv.stop()
+    message = str(err.value)
+    print(f"client saw: {message}")
+    assert "\n" not in message and "lost the connection" in message and url in message
+    # A restarted server serves the same client code again.
+    with TritonServer(repo) as again, DittoClient(again.grpc_url) as fresh:
+        assert len(list(fresh.stream(fresh.register_avatar(portrait, CROP), np.zeros(3200, np.float32)))) == 5
+
+
+def test_sessions_over_the_limit_get_resource_exhausted_and_admitted_ones_stay_real_time(tiny_export, tmp_path, portrait, speech16k):
+    repo = render_repository(tiny_export, tmp_path / "repo", "python-ort", include_services=True, max_sessions=1)
+    speech = speech16k[: 6 * 16000]
+    with TritonServer(repo) as srv, DittoClient(srv.grpc_url) as client:
+        avatar = client.register_avatar(portrait, CROP)
+        import threading
+
+        admitted: dict = {}
+        runner = threading.Thread(target=lambda: admitted.update(summarize(run_session(client, avatar, speech, "realtime"))))
+        runner.start()
+        while active_sessions(srv) < 1:
+            time.sleep(0.05)
+        refused = []
+        for _ in range(4):  # more attempts than the batcher's spare sequence slots: refused ones release theirs
+            with pytest.raises(ServerBusyError, match="resource exhausted") as err:
+                list(client.stream(avatar, np.zeros(3200, np.float32)))
+            refused.append(str(err.value))
+            time.sleep(0.5)
+        runner.join()
+        assert len(list(client.stream(avatar, np.zeros(3200, np.float32)))) == 5  # room again
+    print(f"refused: {refused[0]}; admitted: {admitted['fps']} frames/s, late {admitted['late_frame_ratio']}")
+    assert admitted["complete"], admitted
+    assert admitted["fps"] >= 25.0 and admitted["late_frame_ratio"] <= 0.01, admitted
