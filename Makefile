@@ -6,7 +6,7 @@ PROFILE ?= tiny
 WEIGHTS ?= synthetic
 EXPORT_DIR ?= out/export/$(PROFILE)
 
-.PHONY: setup demo export serve test test-slow lock clean bench bench-gate
+.PHONY: setup demo export serve test test-slow lock clean bench bench-gate soak
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ bench: setup
 # Real-time gate on the tiny profile (about 70 s): prints each value next to its threshold, exits 1 on a miss.
 bench-gate: setup
 	$(BIN)/python -m ditto_triton.benchmarks.gate
+
+# Soak: 8 concurrent real-time tiny sessions for 10 minutes (SOAK_ARGS="--sessions 4 --minutes 2" to change);
+# writes soak.json, soak.md and soak_memory.png into benchmarks/results/<date>-<host>-tiny-python-ort/.
+SOAK_ARGS ?=
+soak: $(EXPORT_DIR)/manifest.json
+	$(BIN)/python -m ditto_triton.benchmarks.soak --export $(EXPORT_DIR) $(SOAK_ARGS)
 
 # Re-pin the environment after changing pyproject.toml's dependencies.
 lock: setup

@@ -15,6 +15,7 @@ REQUIRED = (
     "ffd_ms_p95_realtime_max",
     "ffd_ms_p95_full_audio_max",
     "triton_over_inprocess_min",
+    "soak_memory_growth_max",
 )
 _OPS = {">=": operator.ge, "<=": operator.le}
 

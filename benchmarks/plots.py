@@ -104,3 +104,19 @@ def sessions_ffd(levels: Sequence[Mapping[str, Any]], ffd_max_ms: float, path: P
     """First-frame delay p50/p95 per concurrency level (real-time audio), with the threshold."""
     series = [("ffd_ms_p50", "o", "-", "p50"), ("ffd_ms_p95", "s", "--", "p95")]
     return _per_level(levels, series, (ffd_max_ms, f"p95 bound ({ffd_max_ms:g} ms)"), "first-frame delay (ms)", path, title)
+
+
+def memory_over_time(samples: Sequence[tuple[float, float]], path: Path, title: str, warmup_s: float) -> Path:
+    """Resident memory (MB) over the soak, with the warm-up window shaded."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ts = [t for t, _ in samples]
+    ax.plot(ts, [mb for _, mb in samples], lw=1.2, label="RSS, tritonserver + python stubs")
+    if ts:
+        ax.axvspan(0, warmup_s, color="grey", alpha=0.15, label="warm-up (not judged)")
+    ax.set_xlabel("time since the first session (s)")
+    ax.set_ylabel("resident memory (MB)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
