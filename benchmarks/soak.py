@@ -40,22 +40,32 @@ log = logging.getLogger("ditto_triton.benchmarks.soak")
 WINDOW_FRACTION = 0.2
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the server and its stubs), MB."""
+def rss_by_process(pid: int) -> dict[str, float]:
+    """Resident memory (MB) of tritonserver and each python stub, by model name."""
     root = psutil.Process(pid)
-    total = 0
+    out: dict[str, float] = {}
     for proc in [root, *root.children(recursive=True)]:
         try:
-            total += proc.memory_info().rss
+            args = proc.cmdline()
+            rss = proc.memory_info().rss / 1e6
         except psutil.NoSuchProcess:
             continue
-    return total / 1e6
+        # a stub's first argument is <repository>/<model>/<version>/model.py
+        name = Path(args[1]).parts[-3] if len(args) > 1 and args[1].endswith("model.py") else proc.name()
+        out[name] = out.get(name, 0.0) + rss
+    return out
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the server and its stubs), MB."""
+    return sum(rss_by_process(pid).values())
 
 
 class MemorySampler:
     def __init__(self, pid: int, period_s: float = 1.0) -> None:
         self.pid, self.period_s = pid, period_s
         self.samples: list[tuple[float, float]] = []  # (seconds since start, MB)
+        self.by_process: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._run, daemon=True, name="soak-memory")
@@ -70,7 +80,9 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.monotonic() - self._t0, tree_rss_mb(self.pid)))
+            t, parts = time.monotonic() - self._t0, rss_by_process(self.pid)
+            self.samples.append((t, sum(parts.values())))
+            self.by_process.append((t, parts))
             self._stop.wait(self.period_s)
 
 
@@ -141,8 +153,17 @@ def run_soak(url: str, server_pid: int, sessions: int, duration_s: float, audio,
         "errors": sorted({r["error"] for r in records if r["error"]}),
         "memory": memory_growth(memory.samples, elapsed, warmup_s),
         "memory_samples": [(round(t, 1), round(mb, 1)) for t, mb in memory.samples],
+        "memory_by_process": {
+            "warmup_end": _parts_at(memory.by_process, warmup_s),
+            "end": {k: round(v, 1) for k, v in (memory.by_process[-1][1] if memory.by_process else {}).items()},
+        },
         "records": records,
     }
+
+
+def _parts_at(by_process: list[tuple[float, dict[str, float]]], t: float) -> dict[str, float]:
+    later = [parts for ts, parts in by_process if ts >= t]
+    return {k: round(v, 1) for k, v in (later[0] if later else {}).items()}
 
 
 def soak_checks(result: dict[str, Any], th: dict[str, float]) -> list[Check]:
@@ -176,6 +197,9 @@ def write_soak_report(result: dict[str, Any], checks: list[Check], out_dir: Path
         "",
         f"Memory (RSS of tritonserver and its stubs): {mem.get('baseline_mb')} MB after warm-up, "
         f"{mem.get('final_mb')} MB at the end (growth {mem.get('growth_ratio')}), peak {mem.get('peak_mb')} MB.",
+        "",
+        "By process (MB, after warm-up → end): "
+        + ", ".join(f"{name} {before:g} → {result['memory_by_process']['end'].get(name, 0):g}" for name, before in sorted(result["memory_by_process"]["warmup_end"].items())),
         "",
         f"![memory]({plot.name})",
         "",

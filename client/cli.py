@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contact-sheet", type=Path, default=None, help="also write a PNG of a few frames side by side")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds without a response before giving up")
     s = p.add_argument_group("session options")
+    s.add_argument("--ditto-cfg", type=Path, help="take defaults from Ditto's cfg .pkl (read without running code)")
     s.add_argument("--overlap", type=int, help="LMDM window overlap (40..79, default 70)")
     s.add_argument("--steps", type=int, dest="sampling_steps", help="DDIM steps per window (default 10)")
     s.add_argument("--seed", type=int, help="noise seed (default 0)")
@@ -85,6 +86,17 @@ def embedded_server(args: argparse.Namespace, console: Console) -> Iterator[str]
             yield server.grpc_url
 
 
+def _cfg_options(args: argparse.Namespace, console: Console) -> dict:
+    """Session options from `--ditto-cfg` (explicit flags override them)."""
+    if args.ditto_cfg is None:
+        return {}
+    from ditto_triton.ditto_cfg import load_ditto_cfg, session_options_from_cfg
+
+    options, ignored = session_options_from_cfg(load_ditto_cfg(args.ditto_cfg))
+    console.print(f"{args.ditto_cfg}: session options {options}" + (f"; not applicable here: {', '.join(ignored)}" if ignored else ""))
+    return options
+
+
 def late_frames(frames: list[ReceivedFrame]) -> int:
     """Frames that arrived after their presentation time, counted from the first frame's arrival."""
     if not frames:
@@ -100,7 +112,7 @@ def render(args: argparse.Namespace, url: str, console: Console) -> dict:
     expected = -(-audio16.size // 640)
     with DittoClient(url, timeout_s=args.timeout) as client:
         avatar = client.register_avatar(image, _pick(args, ("max_size", "crop_scale", "crop_vy_ratio")))
-        options = _pick(args, ("overlap", "sampling_steps", "seed", "emotion", "delta_pitch", "delta_yaw", "delta_roll"))
+        options = {**_cfg_options(args, console), **_pick(args, ("overlap", "sampling_steps", "seed", "emotion", "delta_pitch", "delta_yaw", "delta_roll"))}
         writer = Mp4Writer(args.out, original, rate)
         frames: list[ReceivedFrame] = []
         sheet: list[np.ndarray] = []

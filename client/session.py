@@ -67,7 +67,15 @@ class StreamSession:
     request opens the session (START, avatar id, options); `end()` flushes the tail.
     """
 
-    def __init__(self, url: str, avatar_id: str, options: dict | None = None, timeout_s: float = 60.0, sequence_id: int | None = None):
+    def __init__(
+        self,
+        url: str,
+        avatar_id: str,
+        options: dict | None = None,
+        timeout_s: float = 60.0,
+        sequence_id: int | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         self.url = url
         self.avatar_id = avatar_id
         self.options = dict(options or {})
@@ -83,18 +91,19 @@ class StreamSession:
         self._lock = threading.Lock()
         self.first_send_s: float | None = None
         try:
-            self._client.start_stream(callback=self._on_response)
+            self._client.start_stream(callback=self._on_response, headers=headers)
         except InferenceServerException as exc:
             raise ServerUnavailableError(f"cannot open a stream to {url}: {_server_message(exc)}") from None
 
     # -- sending -------------------------------------------------------------------------------
-    def send(self, audio: np.ndarray) -> None:
-        self._send(audio, end=False)
+    def send(self, audio: np.ndarray, controls: list[dict] | None = None) -> None:
+        """Send an audio chunk; `controls` steer frames by index (see the README's per-frame controls)."""
+        self._send(audio, end=False, controls=controls)
 
-    def end(self, audio: np.ndarray | None = None) -> None:
-        self._send(audio, end=True)
+    def end(self, audio: np.ndarray | None = None, controls: list[dict] | None = None) -> None:
+        self._send(audio, end=True, controls=controls)
 
-    def _send(self, audio: np.ndarray | None, end: bool) -> None:
+    def _send(self, audio: np.ndarray | None, end: bool, controls: list[dict] | None = None) -> None:
         with self._lock:
             if self._ended:
                 raise ValueError("this session has already ended")
@@ -111,6 +120,8 @@ class StreamSession:
                 tensor = grpcclient.InferInput(name, [1, audio.size], dtype)
                 tensor.set_data_from_numpy(np.ascontiguousarray(audio.reshape(1, -1)))
                 inputs.append(tensor)
+            if controls:
+                inputs.append(_bytes_input("controls", json.dumps(controls).encode(), batched=True))
             if start:
                 inputs.append(_bytes_input("avatar_id", self.avatar_id.encode(), batched=True))
                 if self.options:
@@ -133,8 +144,10 @@ class StreamSession:
         now = time.perf_counter()
         if error is not None:
             # A transport failure carries a gRPC status; an error the server sent in a response does not.
-            kind = "error" if error.status() is None else "lost"
-            self._events.put((kind, _server_message(error).splitlines()[0] if kind == "lost" else _server_message(error)))
+            # (tritonserver refuses a stream without its access token with UNAVAILABLE too: that is an answer.)
+            message = _server_message(error)
+            kind = "error" if error.status() is None or "protocol is restricted" in message else "lost"
+            self._events.put((kind, message.splitlines()[0] if kind == "lost" else message))
             return
         response = result.get_response()
         if result.as_numpy("frame") is not None:
@@ -196,16 +209,20 @@ class StreamSession:
 
 
 class DittoClient:
-    """Connection to a Ditto Triton server (gRPC, e.g. "127.0.0.1:8001")."""
+    """Connection to a Ditto Triton server (gRPC, e.g. "127.0.0.1:8001").
 
-    def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 60.0) -> None:
+    `headers` go with every call: e.g. {"triton-grpc-protocol-ditto-key": "<token>"} for a server
+    started with `--grpc-restricted-protocol=inference:ditto-key=<token>` (README, Security)."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 60.0, headers: dict[str, str] | None = None) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.headers = dict(headers or {}) or None
         if "://" in url:
             raise ServerUnavailableError(f"invalid server URL {url!r}: give the gRPC endpoint as host:port, without a scheme")
         try:
             self._client = grpcclient.InferenceServerClient(url)
-            ready = self._client.is_server_ready(client_timeout=timeout_s)
+            ready = self._client.is_server_ready(headers=self.headers, client_timeout=timeout_s)
         except InferenceServerException as exc:
             raise ServerUnavailableError(f"cannot reach a Triton server at {url}: {_server_message(exc)}") from None
         except ValueError as exc:  # malformed URL
@@ -214,7 +231,7 @@ class DittoClient:
             raise ServerUnavailableError(f"the Triton server at {url} is not ready")
         for model in (AVATAR_REGISTRY, ORCHESTRATOR):
             try:
-                model_ready = self._client.is_model_ready(model)
+                model_ready = self._client.is_model_ready(model, headers=self.headers)
             except InferenceServerException as exc:
                 raise ServerUnavailableError(f"{url}: {_server_message(exc)}") from None
             if not model_ready:
@@ -227,14 +244,15 @@ class DittoClient:
             inputs.append(_bytes_input("options", json.dumps(options).encode(), batched=False))
         try:
             result = self._client.infer(
-                AVATAR_REGISTRY, inputs, outputs=[grpcclient.InferRequestedOutput("avatar_id")], client_timeout=self.timeout_s
+                AVATAR_REGISTRY, inputs, outputs=[grpcclient.InferRequestedOutput("avatar_id")], headers=self.headers,
+                client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
             raise ServerError(_server_message(exc)) from None
         return result.as_numpy("avatar_id").reshape(-1)[0].decode()
 
     def open_session(self, avatar_id: str, options: dict | None = None) -> StreamSession:
-        return StreamSession(self.url, avatar_id, options, self.timeout_s)
+        return StreamSession(self.url, avatar_id, options, self.timeout_s, headers=self.headers)
 
     def stream(
         self,

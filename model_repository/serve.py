@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-size", type=int, default=8, help="per-frame stages and LMDM (default %(default)s)")
     parser.add_argument("--no-services", action="store_true", help="stages and ensembles only, no orchestrator")
     parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
+    parser.add_argument(
+        "--max-sessions", type=int, default=16, help="live sessions the orchestrator admits (default %(default)s)"
+    )
+    parser.add_argument(
+        "tritonserver_args", nargs="*", metavar="-- TRITONSERVER_FLAG",
+        help="after --: more tritonserver flags, e.g. -- --grpc-restricted-protocol=inference:ditto-key=TOKEN",
+    )
     return parser
 
 
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             instance_kind=args.instance_kind,
             include_services=not args.no_services,
             max_batch_size=args.max_batch_size,
+            max_sessions=args.max_sessions,
         )
         validate_repository(repo, args.export)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         log_verbose=args.log_verbose,
+        extra_args=args.tritonserver_args,
     )
     try:
         server.start()

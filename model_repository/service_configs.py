@@ -67,8 +67,8 @@ def orchestrator_config(
 ) -> pbtxt.ModelConfig:
     """The streaming session model: decoupled, one sequence (correlation id) per session.
 
-    Each request carries an audio chunk (`audio` float32 or `audio_int16`, at `sample_rate`), the
-    first one also `avatar_id` and `options`; the model answers with zero or more frames
+    Each request carries an audio chunk (`audio` float32 or `audio_int16`, at `sample_rate`) and
+    optional per-frame `controls` (JSON), the first one also `avatar_id` and `options`; the model answers with zero or more frames
     (`frame` flat uint8 H·W·3, `frame_shape`, `frame_index`, `pts_s`). The sequence batcher's
     `oldest` strategy lets one instance serve the sessions, with the control inputs START / END
     (bool) and CORRID (uint64). The orchestrator admits `max_sessions` live sessions and answers
@@ -102,6 +102,7 @@ def orchestrator_config(
             pbtxt.tensor_input("sample_rate", _I32, [1], optional=True),
             pbtxt.tensor_input("avatar_id", _STR, [1], optional=True),
             pbtxt.tensor_input("options", _STR, [1], optional=True),
+            pbtxt.tensor_input("controls", _STR, [1], optional=True),
         ]
     )
     config.output.extend(

@@ -217,6 +217,9 @@ def session_cases(url: str, avatar: str) -> list[Case]:
         Case("session", "options not JSON", lambda: one([ident(), opts("{overlap")]), "not valid JSON"),
         Case("session", "options not an object", lambda: one([ident(), opts([1, 2])]), "must be a JSON object"),
         Case("session", "both audio and audio_int16", lambda: one([ident(), audio(second), audio(np.zeros(10, np.int16), "audio_int16")]), "not both"),
+        Case("session", "controls not JSON", lambda: one([ident(), audio(second), text("controls", "[{frame")]), "controls are not valid JSON"),
+        Case("session", "control with an unknown field", lambda: one([ident(), audio(second), text("controls", '[{"frame": 3, "tilt": 1}]')]), "unknown field"),
+        Case("session", "control out of range", lambda: one([ident(), audio(second), text("controls", '[{"frame": 3, "delta_yaw": 500}]')]), "-90..90"),
         Case("session", "unknown input name", lambda: one([ident(), tensor("speech", second.reshape(1, -1))]), "speech"),
     ]
 

@@ -189,8 +189,11 @@ def test_service_configs_follow_the_contract(tiny_export, tmp_path):
     assert outputs["motion_info"] == [1, 328] == [1, motion_width]
     orch = pbtxt.read_config(repo / "orchestrator")
     assert orch == orchestrator_config(TINY, max_sessions=4)
-    assert orch.model_transaction_policy.decoupled and orch.max_batch_size == 4
-    assert orch.sequence_batching.oldest.max_candidate_sequences == 4
+    # 4 sessions admitted; twice as many batcher slots so that a fifth START reaches the model and
+    # is refused at once instead of waiting in Triton's backlog
+    assert pbtxt.get_parameters(orch)["max_sessions"] == "4"
+    assert orch.model_transaction_policy.decoupled and orch.max_batch_size == 8
+    assert orch.sequence_batching.oldest.max_candidate_sequences == 8
     assert orch.sequence_batching.max_sequence_idle_microseconds == 60_000_000
     controls = {c.name: c.control[0] for c in orch.sequence_batching.control_input}
     assert controls["CORRID"].data_type == mc.TYPE_UINT64

@@ -7,7 +7,7 @@ from ditto_triton.profiles import TINY
 from ditto_triton.streaming.avatar_features import extract_features
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import render_audio
-from ditto_triton.streaming.session import StreamingSession, silence_features
+from ditto_triton.streaming.session import PipelinedSession, StreamingSession, silence_features
 from ditto_triton.streaming.stages import OrtStages
 
 SR = 16000
@@ -133,8 +133,6 @@ def test_render_chain_equals_its_three_stages(stages, avatar):
 
 
 def _pipelined(stages, avatar, silence, on_frame):
-    from ditto_triton.streaming.session import PipelinedSession
-
     done, errors = [], []
     session = StreamingSession(avatar, stages, SessionOptions(), TINY.render_size, silence)
     runner = PipelinedSession(session, on_frame, done.append, lambda tag, exc: errors.append((tag, exc)))
@@ -196,3 +194,24 @@ def test_a_failing_network_call_ends_the_session_with_an_error(stages, avatar, s
     assert frames == list(range(8))  # the two batches before the failing one, in order, nothing after
     assert [tag for tag, _ in errors] == ["a", "end"] and done == []
     assert "out of memory" in str(errors[0][1])
+
+
+def test_an_ended_session_is_freed_without_the_cycle_collector(stages, avatar):
+    """Reference cycles would keep every ended session's buffers (noise, avatar copies, frames) until
+    a full GC pass; the soak showed that as steadily growing server memory."""
+    import gc
+    import weakref
+
+    done: list = []
+    gc.disable()
+    try:
+        session = StreamingSession(avatar, stages, SessionOptions(), TINY.render_size)
+        runner = PipelinedSession(session, lambda f, t: None, done.append, lambda t, e: done.append(e))
+        runner.submit_end("end", np.zeros(16000, np.float32))
+        runner.close(timeout=60)
+        refs = weakref.ref(session), weakref.ref(runner)
+        del session, runner
+        assert done == ["end"]
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()

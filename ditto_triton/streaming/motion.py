@@ -78,6 +78,7 @@ class OnlineMotion:
         self._result: np.ndarray | None = None
         self._release_at = 0  # index in _result of the next frame to release
         self._kp_cond = self._source.copy()
+        self._rows_total = settings.overlap  # feature rows so far, the prefill silence included
         self._windows = 0
         self.d0: np.ndarray | None = None  # (265,) the relative-motion reference
         self.released = 0
@@ -123,7 +124,10 @@ class OnlineMotion:
     def _window(self, new_rows: np.ndarray) -> list[np.ndarray]:
         s = self.s
         self._features = np.concatenate([self._features, new_rows])[-KEEP_ROWS:]
-        cond = self._conditions(self._features[-s.seq_frames :])[None]
+        self._rows_total += new_rows.shape[0]
+        # frame index of the window's first row (negative while it still covers the prefill silence)
+        first_frame = self._rows_total - s.seq_frames - s.overlap
+        cond = self._conditions(self._features[-s.seq_frames :], first_frame)[None]
         pred = self._sampler.sample(self._denoise(cond))[0]
         released: list[np.ndarray] = []
         if self._result is None:

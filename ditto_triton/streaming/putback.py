@@ -18,9 +18,14 @@ def feather_mask(size: int, ratio: float = 0.9) -> np.ndarray:
 class PutBack:
     """Per-avatar put-back: the mask is warped once; each frame only touches the face's bounding box."""
 
-    def __init__(self, source_rgb: np.ndarray, crop_to_source: np.ndarray, render_size: int, crop_size: int = 512):
+    def __init__(
+        self, source_rgb: np.ndarray, crop_to_source: np.ndarray, render_size: int, crop_size: int = 512, max_size: int = 0
+    ):
         self.source = np.ascontiguousarray(source_rgb, np.uint8)
         h, w = self.source.shape[:2]
+        # Output frames are downscaled (area) so that their long side is at most max_size (0: as the photo).
+        scale = max_size / max(h, w) if max_size and max(h, w) > max_size else 1.0
+        self.output_size = (w, h) if scale == 1.0 else (max(2, round(w * scale)), max(2, round(h * scale)))
         # crop_to_source maps 512-crop pixels to the photo; the network renders render_size pixels.
         m = np.asarray(crop_to_source, np.float64) @ np.diag([crop_size / render_size, crop_size / render_size, 1.0])
         corners = np.array([[0, 0, 1], [render_size, 0, 1], [0, render_size, 1], [render_size, render_size, 1]], np.float64)
@@ -39,10 +44,12 @@ class PutBack:
         self._background = self.source[self.y0 : self.y1, self.x0 : self.x1].astype(np.float32) * (1 - self._mask)
 
     def __call__(self, render: np.ndarray) -> np.ndarray:
-        """render: (3, R, R) float in [0, 1] -> full-size (H, W, 3) uint8 frame."""
+        """render: (3, R, R) float in [0, 1] -> the (H, W, 3) uint8 frame (photo size, or capped by max_size)."""
         face = np.clip(np.transpose(render, (1, 2, 0)), 0, 1).astype(np.float32) * 255
         warped = cv2.warpAffine(face, self._affine, self._roi_size, flags=cv2.INTER_LINEAR, borderValue=0)
         blended = np.clip(warped * self._mask + self._background, 0, 255).astype(np.uint8)  # truncates, as Ditto
         frame = self.source.copy()
         frame[self.y0 : self.y1, self.x0 : self.x1] = blended
+        if self.output_size != (frame.shape[1], frame.shape[0]):
+            frame = cv2.resize(frame, self.output_size, interpolation=cv2.INTER_AREA)
         return frame

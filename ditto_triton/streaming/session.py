@@ -7,6 +7,8 @@ the Triton orchestrator and the in-process reference both drive it the same way.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import queue
 import threading
@@ -25,7 +27,8 @@ from ditto_triton.streaming.motion import MotionSettings, OnlineMotion
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.putback import PutBack
 from ditto_triton.streaming.stages import Stages, infer_chain
-from ditto_triton.streaming.stitch import MotionStitcher
+from ditto_triton.streaming.controls import FrameControls
+from ditto_triton.streaming.stitch import FrameControl, MotionStitcher
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,14 @@ def silence_features(stages: Stages, rows: int) -> np.ndarray:
     return np.tile(block, (-(-rows // block.shape[0]), 1))[:rows]
 
 
+def lmdm_step(
+    stages: Stages, x: np.ndarray, cond_frame: np.ndarray, cond: np.ndarray, t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One guided LMDM call: (pred_noise, x_start)."""
+    out = stages.infer("lmdm", {"x": x, "cond_frame": cond_frame, "cond": cond.astype(np.float32), "time_cond": t})
+    return out["pred_noise"], out["x_start"]
+
+
 class StreamingSession:
     def __init__(
         self,
@@ -69,12 +80,20 @@ class StreamingSession:
         settings = MotionSettings(overlap=options.overlap, steps=options.sampling_steps, smooth_k=options.smooth_k)
         rng = np.random.default_rng(options.seed)
         silence = silence_features(stages, settings.overlap) if silence is None else silence[: settings.overlap]
-        conditions = ConditionBuilder(options.emotion, avatar.eye_open, avatar.eye_ball, avatar.shape_condition)
-        self._motion = OnlineMotion(settings, self._lmdm, conditions, avatar.source_vector, silence, rng)
+        eye_open = avatar.eye_open if options.eye_open is None else np.asarray(options.eye_open, np.float32)
+        eye_ball = avatar.eye_ball if options.eye_ball is None else np.asarray(options.eye_ball, np.float32)
+        self.conditions = ConditionBuilder(options.emotion, eye_open, eye_ball, avatar.shape_condition)
+        # functools.partial over the stages, not a bound method: the motion must not point back at the
+        # session, or every ended session (frames, noise, avatar copies) waits for the cyclic GC.
+        lmdm = functools.partial(lmdm_step, stages)
+        self._motion = OnlineMotion(settings, lmdm, self.conditions, avatar.source_vector, silence, rng)
         self._avatar = avatar
         self._chunker = AudioChunker()
         self._stitcher: MotionStitcher | None = None
-        self._putback = PutBack(avatar.source_rgb, avatar.crop_to_source, render_size)
+        self._putback = PutBack(avatar.source_rgb, avatar.crop_to_source, render_size, max_size=options.output_max_size)
+        self._controls = FrameControls()
+        self._held: list[np.ndarray] = []  # the last fade_out rows, released once the end is known
+        self.rows_out = 0
         self.frames_rendered = 0
         self.ended = False
 
@@ -87,11 +106,15 @@ class StreamingSession:
     def total_frames(self) -> int:
         return frames_for_samples(self._chunker.total_samples)
 
+    def add_controls(self, entries: list) -> None:
+        """Per-frame controls (see `controls.parse_controls`) for frames not yet released."""
+        self._controls.add(entries, self.rows_out)
+
     def feed(self, samples: np.ndarray) -> list[np.ndarray]:
         """Add 16 kHz mono float32 samples; return the motion rows now ready to render."""
         if self.ended:
             raise RuntimeError("audio after the end of the session")
-        return self._motion.push(self._encode(self._chunker.push(samples)))
+        return self._release(self._motion.push(self._encode(self._chunker.push(samples))))
 
     def end(self) -> list[np.ndarray]:
         """Flush the tail; returns the last motion rows. The session then has produced exactly
@@ -99,7 +122,24 @@ class StreamingSession:
         if self.ended:
             return []
         self.ended = True
-        return self._motion.finish(self._encode(self._chunker.flush()), self.total_frames)
+        return self._release(self._motion.finish(self._encode(self._chunker.flush()), self.total_frames))
+
+    def _release(self, rows: list[np.ndarray]) -> list[np.ndarray]:
+        rows = self._held + rows
+        keep = 0 if self.ended else min(self.options.fade_out, len(rows))
+        out, self._held = rows[: len(rows) - keep], rows[len(rows) - keep :]
+        self.rows_out += len(out)
+        return out
+
+    def frame_control(self, index: int, consume: bool = True) -> FrameControl:
+        """The client's controls of frame `index` with the session's fade-in and fade-out applied."""
+        control, o = self._controls.get(index, consume), self.options
+        fade = control.fade
+        if o.fade_in and index < o.fade_in:
+            fade = min(fade, index / o.fade_in)
+        if o.fade_out and self.ended and index >= self.total_frames - o.fade_out:
+            fade = min(fade, max(0, self.total_frames - 1 - index) / o.fade_out)
+        return control if fade == control.fade else dataclasses.replace(control, fade=fade)
 
     def render(self, row: np.ndarray) -> Frame:
         """Motion row -> stitched keypoints -> warp -> decode -> put-back."""
@@ -112,20 +152,31 @@ class StreamingSession:
 
     def render_crops(self, rows: list[np.ndarray]) -> list[RenderedCrop]:
         """The networks' part of `render_batch`: the rendered face crops, not yet pasted back."""
-        if self._stitcher is None:
-            self._stitcher = MotionStitcher(
-                self._avatar.info,
-                self._motion.d0,
-                {"delta_pitch": self.options.delta_pitch, "delta_yaw": self.options.delta_yaw, "delta_roll": self.options.delta_roll},
-            )
-        pairs = [self._stitcher.keypoints(row) for row in rows]
+        first = self.frames_rendered
+        stitcher = self.stitcher
+        pairs = [stitcher.keypoints(row, self.frame_control(first + k)) for k, row in enumerate(rows)]
         x_s = np.concatenate([p[0] for p in pairs])
         x_d = np.concatenate([p[1] for p in pairs])
         f_s = np.repeat(self._avatar.f_s, len(rows), axis=0) if len(rows) > 1 else self._avatar.f_s
         renders = infer_chain(self._stages, RENDER_CHAIN, {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d})["output"]
-        first = self.frames_rendered
         self.frames_rendered += len(renders)
         return [RenderedCrop(first + k, render) for k, render in enumerate(renders)]
+
+    @property
+    def stitcher(self) -> MotionStitcher:
+        """Motion rows -> keypoints; made once the first window has fixed d0."""
+        if self._stitcher is None:
+            if self._motion.d0 is None:
+                raise RuntimeError("no motion generated yet")
+            o = self.options
+            deltas = {"delta_pitch": o.delta_pitch, "delta_yaw": o.delta_yaw, "delta_roll": o.delta_roll}
+            self._stitcher = MotionStitcher(self._avatar.info, self._motion.d0, deltas, relative=o.relative)
+        return self._stitcher
+
+    def driving_info(self, index: int, row: np.ndarray) -> dict[str, np.ndarray]:
+        """What frame `index` (motion `row`) drives, controls and fades applied (for inspection and tests;
+        peeks at the frame's controls without consuming them)."""
+        return self.stitcher.driving_info(row, self.frame_control(index, consume=False))
 
     def compose(self, crop: RenderedCrop) -> Frame:
         """Paste a rendered crop back into the source photo (feathered)."""
@@ -137,9 +188,6 @@ class StreamingSession:
             return np.zeros((0, self._motion._features.shape[1]), np.float32)
         return np.concatenate(feats)
 
-    def _lmdm(self, x: np.ndarray, cond_frame: np.ndarray, cond: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self._stages.infer("lmdm", {"x": x, "cond_frame": cond_frame, "cond": cond.astype(np.float32), "time_cond": t})
-        return out["pred_noise"], out["x_start"]
 
 
 _END = object()
@@ -202,12 +250,13 @@ class PipelinedSession:
         for thread in self._threads:
             thread.start()
 
-    def submit_audio(self, samples: np.ndarray, tag: Any) -> None:
-        self._audio.put(("audio", samples, tag))
+    def submit_audio(self, samples: np.ndarray, tag: Any, controls: list | None = None) -> None:
+        """Audio (and the per-frame controls sent with it, applied before the audio is fed)."""
+        self._audio.put(("audio", (samples, controls), tag))
 
-    def submit_end(self, tag: Any, samples: np.ndarray | None = None) -> None:
+    def submit_end(self, tag: Any, samples: np.ndarray | None = None, controls: list | None = None) -> None:
         """The last item: optional final audio, then the flush; its frames all go to `tag`."""
-        self._audio.put(("end", samples, tag))
+        self._audio.put(("end", (samples, controls), tag))
 
     def stop(self) -> None:
         """Let the threads finish what was submitted, then exit (does not wait; safe from callbacks)."""
@@ -226,14 +275,17 @@ class PipelinedSession:
 
     def _motion_loop(self) -> None:
         while True:
-            kind, samples, tag = self._audio.get()
+            kind, item, tag = self._audio.get()
             if kind is _END:
                 self._rows.put((_END, None))
                 self._audio.task_done()
                 return
+            samples, controls = item
             rows: list = []
             if self.failed is None:
                 try:
+                    if controls:
+                        self.session.add_controls(controls)
                     rows = self.session.feed(samples) if samples is not None and samples.size else []
                     if kind == "end":
                         rows = rows + self.session.end()

@@ -7,6 +7,8 @@ x = s * (kp_c R + exp) + (tx, ty). The stitching MLP is applied by the caller as
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ditto_triton.streaming.motion_vector import vector_to_info
@@ -52,32 +54,70 @@ def _exp_masks(num_kp: int = 21) -> tuple[np.ndarray, np.ndarray]:
     return driven.reshape(1, -1), (1 - driven).reshape(1, -1)
 
 
-class MotionStitcher:
-    """Per-session state of Ditto's MotionStitch for an image avatar (drive_eye on, no scripted blinks)."""
+@dataclass(frozen=True)
+class FrameControl:
+    """What steers one frame on top of the session's options: pose offsets in degrees (added to
+    the session's), an expression offset (63 values), and a fade towards the source (1 = none,
+    0 = exactly the source's pose and expression)."""
 
-    def __init__(self, source_info: dict[str, np.ndarray], d0_vector: np.ndarray, delta_pose: dict[str, float] | None = None):
+    delta_pitch: float = 0.0
+    delta_yaw: float = 0.0
+    delta_roll: float = 0.0
+    delta_exp: tuple[float, ...] | None = None
+    fade: float = 1.0
+
+
+NO_CONTROL = FrameControl()
+
+
+class MotionStitcher:
+    """Per-session state of Ditto's MotionStitch for an image avatar (drive_eye on, no scripted blinks).
+
+    `relative` (Ditto's relative_d): driven keys are source + (generated - d0); otherwise the
+    generated values themselves."""
+
+    def __init__(
+        self,
+        source_info: dict[str, np.ndarray],
+        d0_vector: np.ndarray,
+        delta_pose: dict[str, float] | None = None,
+        relative: bool = True,
+    ):
         self.source = {k: np.asarray(v, np.float32) for k, v in source_info.items()}
         self.d0 = vector_to_info(d0_vector)
         self.delta_pose = {k: float(v) for k, v in (delta_pose or {}).items()}
+        self.relative = relative
         self._a_driven, self._a_source = _exp_masks()
         self.pose_s = (float(bin66_to_degree(self.source["yaw"])[0]), float(bin66_to_degree(self.source["pitch"])[0]))
         self.x_s = transform_keypoints(self.source, self.source["kp"])
 
-    def driving_info(self, motion_row: np.ndarray) -> dict[str, np.ndarray]:
-        """One generated (265,) motion row -> the driving keypoint info (before the keypoint transform)."""
+    def driving_info(self, motion_row: np.ndarray, control: FrameControl = NO_CONTROL) -> dict[str, np.ndarray]:
+        """One generated (265,) motion row -> the driving keypoint info (before the keypoint transform).
+
+        Order as Ditto's MotionStitch: relative motion, expression masks, pose and expression
+        offsets, the fade, the gaze fix. Pose keys end up in degrees."""
         d = vector_to_info(motion_row)
-        info = {k: (self.source[k] + (d[k] - self.d0[k]) if k in DRIVEN_KEYS else self.source[k]) for k in self.source}
+        if self.relative:
+            info = {k: (self.source[k] + (d[k] - self.d0[k]) if k in DRIVEN_KEYS else self.source[k]) for k in self.source}
+        else:
+            info = {k: (d[k] if k in DRIVEN_KEYS else self.source[k]) for k in self.source}
         info["exp"] = info["exp"] * self._a_driven + self.source["exp"] * self._a_source
         for key in ("pitch", "yaw", "roll"):
-            offset = self.delta_pose.get(f"delta_{key}")
-            if offset is not None:
-                info[key] = bin66_to_degree(info[key]) + offset
+            offset = self.delta_pose.get(f"delta_{key}", 0.0) + getattr(control, f"delta_{key}")
+            info[key] = bin66_to_degree(info[key]) + offset
+        if control.delta_exp is not None:
+            info["exp"] = info["exp"] + np.asarray(control.delta_exp, np.float32).reshape(1, -1)
+        if control.fade < 1.0:
+            a = np.float32(control.fade)
+            for key in DRIVEN_KEYS:
+                src = bin66_to_degree(self.source[key]) if key in ("pitch", "yaw", "roll") else self.source[key]
+                info[key] = info[key] * a + src.reshape(info[key].shape) * (1 - a)
         self._fix_gaze(info)
         return info
 
-    def keypoints(self, motion_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def keypoints(self, motion_row: np.ndarray, control: FrameControl = NO_CONTROL) -> tuple[np.ndarray, np.ndarray]:
         """(x_s, x_d) keypoints (1, 21, 3) of one frame, before stitching."""
-        return self.x_s, transform_keypoints(self.driving_info(motion_row), self.source["kp"])
+        return self.x_s, transform_keypoints(self.driving_info(motion_row, control), self.source["kp"])
 
     def _fix_gaze(self, info: dict[str, np.ndarray]) -> None:
         yaw_s, pitch_s = self.pose_s

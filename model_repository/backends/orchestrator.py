@@ -28,13 +28,14 @@ from ditto_triton.profiles import get_profile
 from ditto_triton.streaming.audio import SAMPLE_RATE
 from ditto_triton.streaming.audio_input import AudioInputError, to_float32
 from ditto_triton.streaming.avatar_features import AvatarFeatures
+from ditto_triton.streaming.controls import ControlsError, parse_controls
 from ditto_triton.streaming.options import OptionsError, SessionOptions
 from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession, silence_features
 from ditto_triton.streaming.session_metrics import SessionMetrics
 from ditto_triton.streaming.sessions import SessionStateError, SessionTable
 
 AVATAR_FIELDS = ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")
-CLIENT_ERRORS = (RequestError, AudioInputError, OptionsError, SessionStateError)
+CLIENT_ERRORS = (RequestError, AudioInputError, OptionsError, SessionStateError, ControlsError)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_CHECK_FRAMES = 5
 
@@ -94,11 +95,12 @@ class TritonPythonModel:
             if optional(request, "avatar_id") is not None or optional(request, "options") is not None:
                 raise RequestError("avatar_id and options are only read on the START request")
             live = self.sessions.get(corrid)
+        controls = parse_controls(optional_text(request, "controls"))
         if end:
             live.ending = True
-            live.runner.submit_end(tag=(sender, corrid, True), samples=audio)
+            live.runner.submit_end(tag=(sender, corrid, True), samples=audio, controls=controls)
         else:
-            live.runner.submit_audio(audio, tag=(sender, corrid, False))
+            live.runner.submit_audio(audio, tag=(sender, corrid, False), controls=controls)
 
     def _open(self, request: Any, corrid: int):
         avatar_id = optional_text(request, "avatar_id")

@@ -1,0 +1,110 @@
+"""Per-frame controls sent with the audio: which frames, and what steers them.
+
+A request's `controls` is a JSON list of objects, each naming frames with `frame` (one index) or
+`from`/`to` (indices, `to` exclusive) and any of `delta_pitch`, `delta_yaw`, `delta_roll` (degrees,
+added to the session's own offsets), `delta_exp` (63 numbers added to the expression), `fade` (0..1:
+0 shows the source's pose and expression, 1 the generated motion). A later entry for a frame
+replaces the fields it names. Controls must arrive no later than the audio of the frames they
+name: a frame whose motion was already generated cannot be steered any more, and naming one is an
+error (nothing sent is silently dropped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from typing import Any
+
+from ditto_triton.streaming.stitch import NO_CONTROL, FrameControl
+
+MAX_FRAMES_PER_ENTRY = 25 * 3600
+_POSE = ("delta_pitch", "delta_yaw", "delta_roll")
+_FIELDS = (*_POSE, "delta_exp", "fade")
+
+
+class ControlsError(ValueError):
+    """Controls that cannot be applied; the message names the entry and the problem."""
+
+
+def _entry_frames(i: int, entry: dict[str, Any]) -> range:
+    if "frame" in entry and ("from" in entry or "to" in entry):
+        raise ControlsError(f"controls[{i}]: give 'frame' or 'from'/'to', not both")
+    if "frame" in entry:
+        lo = entry["frame"]
+        hi = lo + 1 if isinstance(lo, int) else None
+    else:
+        lo, hi = entry.get("from"), entry.get("to")
+    for name, v in (("frame/from", lo), ("to", hi)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ControlsError(f"controls[{i}]: {name} must be a frame index >= 0, got {v!r}")
+    if hi <= lo:
+        raise ControlsError(f"controls[{i}]: 'to' ({hi}) must be greater than 'from' ({lo})")
+    if hi - lo > MAX_FRAMES_PER_ENTRY:
+        raise ControlsError(f"controls[{i}]: at most {MAX_FRAMES_PER_ENTRY} frames per entry")
+    return range(lo, hi)
+
+
+def _entry_fields(i: int, entry: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(entry) - {"frame", "from", "to", *_FIELDS})
+    if unknown:
+        raise ControlsError(f"controls[{i}]: unknown field(s) {unknown}; known: frame, from, to, {', '.join(_FIELDS)}")
+    fields: dict[str, Any] = {}
+    for name in _POSE:
+        if name in entry:
+            v = entry[name]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not -90 <= v <= 90:
+                raise ControlsError(f"controls[{i}]: {name} must be a number of degrees in -90..90, got {v!r}")
+            fields[name] = float(v)
+    if "delta_exp" in entry:
+        v = entry["delta_exp"]
+        if not isinstance(v, list) or len(v) != 63 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise ControlsError(f"controls[{i}]: delta_exp must be a list of 63 numbers")
+        fields["delta_exp"] = tuple(float(x) for x in v)
+    if "fade" in entry:
+        v = entry["fade"]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+            raise ControlsError(f"controls[{i}]: fade must be in 0..1, got {v!r}")
+        fields["fade"] = float(v)
+    if not fields:
+        raise ControlsError(f"controls[{i}]: names frames but no control ({', '.join(_FIELDS)})")
+    return fields
+
+
+def parse_controls(text: str | bytes | None) -> list[tuple[range, dict[str, Any]]]:
+    if not text:
+        return []
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ControlsError(f"controls are not valid JSON: {exc}") from exc
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        raise ControlsError("controls must be a JSON list of objects")
+    return [(_entry_frames(i, e), _entry_fields(i, e)) for i, e in enumerate(raw)]
+
+
+class FrameControls:
+    """The controls of one session by frame index. `add` runs where audio is fed (before the audio
+    it came with), `get` where frames render; the lock makes the two threads safe."""
+
+    def __init__(self) -> None:
+        self._by_frame: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, entries: list[tuple[range, dict[str, Any]]], first_open_frame: int) -> None:
+        for frames, _ in entries:
+            if frames.start < first_open_frame:
+                raise ControlsError(
+                    f"controls for frame {frames.start} arrived after its motion was generated; "
+                    f"frames from {first_open_frame} on can still be steered (send controls with or before their audio)"
+                )
+        with self._lock:
+            for frames, fields in entries:
+                for index in frames:
+                    self._by_frame.setdefault(index, {}).update(fields)
+
+    def get(self, index: int, consume: bool = True) -> FrameControl:
+        """Frame `index`'s control; consumed (forgotten) unless `consume` is False."""
+        with self._lock:
+            fields = self._by_frame.pop(index, None) if consume else self._by_frame.get(index)
+        return NO_CONTROL if fields is None else dataclasses.replace(NO_CONTROL, **fields)

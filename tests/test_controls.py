@@ -1,0 +1,188 @@
+"""Ditto's controls, tested by their effect on the motion and the frames (in process, tiny profile):
+per-frame pose offsets and fades on exactly the frames named, fade-in/out to the source, emotion and
+eye conditions as the LMDM sees them, relative vs absolute driving, output size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ditto_triton.profiles import TINY
+from ditto_triton.streaming.conditions import emotion_vector
+from ditto_triton.streaming.controls import ControlsError, parse_controls
+from ditto_triton.streaming.motion_vector import vector_to_info
+from ditto_triton.streaming.options import OptionsError, SessionOptions
+from ditto_triton.streaming.reference import register_avatar
+from ditto_triton.streaming.session import StreamingSession
+from ditto_triton.streaming.stages import OrtStages
+from ditto_triton.streaming.stitch import bin66_to_degree, transform_keypoints
+
+SECONDS = 3.2  # 80 frames
+
+
+class RecordingStages(OrtStages):
+    """ONNX Runtime stages that keep every LMDM condition they were given."""
+
+    def __init__(self, export_dir):
+        super().__init__(export_dir)
+        self.lmdm_conds: list[np.ndarray] = []
+
+    def infer(self, name, inputs):
+        if name == "lmdm":
+            self.lmdm_conds.append(inputs["cond"].copy())
+        return super().infer(name, inputs)
+
+
+@pytest.fixture(scope="module")
+def stages(tiny_export):
+    return RecordingStages(tiny_export)
+
+
+@pytest.fixture(scope="module")
+def avatar(stages, portrait):
+    return register_avatar(stages, portrait, TINY.appearance.image_size, {"max_size": 512})
+
+
+@pytest.fixture(scope="module")
+def speech(speech16k):
+    return speech16k[: int(SECONDS * 16000)]
+
+
+def run(stages, avatar, audio, controls=None, **options):
+    session = StreamingSession(avatar, stages, SessionOptions.from_dict(options), TINY.render_size)
+    if controls:
+        session.add_controls(parse_controls(json.dumps(controls)))
+    rows = session.feed(audio) + session.end()
+    return session, rows
+
+
+def degrees(info, key):
+    return float(bin66_to_degree(info[key])[0])
+
+
+def test_delta_pitch_applies_to_exactly_the_frames_named(stages, avatar, speech):
+    base, rows = run(stages, avatar, speech)
+    steered, rows2 = run(stages, avatar, speech, controls=[{"from": 30, "to": 40, "delta_pitch": 10}, {"frame": 50, "delta_yaw": -5}])
+    assert len(rows) == len(rows2) == 80
+    assert all(np.array_equal(a, b) for a, b in zip(rows, rows2))  # controls steer rendering, not the motion
+    for i, row in enumerate(rows):
+        a, b = base.driving_info(i, row), steered.driving_info(i, row)
+        assert degrees(b, "pitch") - degrees(a, "pitch") == pytest.approx(10.0 if 30 <= i < 40 else 0.0, abs=1e-4), i
+        assert degrees(b, "yaw") - degrees(a, "yaw") == pytest.approx(-5.0 if i == 50 else 0.0, abs=1e-4), i
+
+
+def test_session_delta_pitch_is_on_every_frame(stages, avatar, speech):
+    base, rows = run(stages, avatar, speech, delta_pitch=0.0)
+    tilted, _ = run(stages, avatar, speech, delta_pitch=12.0)
+    for i in (0, 40, 79):
+        assert degrees(tilted.driving_info(i, rows[i]), "pitch") - degrees(base.driving_info(i, rows[i]), "pitch") == pytest.approx(12.0, abs=1e-4)
+
+
+def test_fade_in_starts_at_the_source_and_fade_out_ends_there(stages, avatar, speech):
+    base, rows = run(stages, avatar, speech)
+    faded, rows2 = run(stages, avatar, speech, fade_in=10, fade_out=8)
+    assert len(rows2) == len(rows)
+    kp = faded.stitcher.source["kp"]
+    x_s = faded.stitcher.x_s
+    for i in (0, len(rows) - 1):  # the first and the last frame are the source photo's keypoints
+        np.testing.assert_allclose(transform_keypoints(faded.driving_info(i, rows[i]), kp), x_s, atol=1e-5)
+    middle = [i for i in range(10, len(rows) - 8)]
+    for i in middle:  # untouched between the fades
+        np.testing.assert_allclose(faded.driving_info(i, rows[i])["exp"], base.driving_info(i, rows[i])["exp"], atol=1e-6)
+    halfway = faded.driving_info(5, rows[5])  # half-way in: half the generated pose offset
+    src_pitch = degrees(faded.stitcher.source, "pitch")
+    assert degrees(halfway, "pitch") - src_pitch == pytest.approx(0.5 * (degrees(base.driving_info(5, rows[5]), "pitch") - src_pitch), abs=1e-4)
+
+
+def test_fade_out_holds_back_only_its_frames_until_the_end(stages, avatar, speech):
+    session = StreamingSession(avatar, stages, SessionOptions(fade_out=8), TINY.render_size)
+    early = session.feed(speech)
+    plain = StreamingSession(avatar, stages, SessionOptions(), TINY.render_size).feed(speech)
+    assert len(early) == max(0, len(plain) - 8)
+    assert len(early) + len(session.end()) == 80
+
+
+def test_emotion_is_the_condition_lmdm_sees(stages, avatar, speech):
+    stages.lmdm_conds.clear()
+    run(stages, avatar, speech, emotion=3)
+    conds = stages.lmdm_conds
+    hidden = conds[0].shape[-1] - 79  # audio | emotion 8 | eye_open 2 | eye_ball 6 | sc 63
+    for cond in conds:
+        np.testing.assert_allclose(cond[0, :, hidden : hidden + 8], np.tile(emotion_vector(3), (cond.shape[1], 1)), atol=1e-6)
+    stages.lmdm_conds.clear()
+    run(stages, avatar, speech, emotion=[[0], [5]])  # a per-frame sequence: angry, sad, angry, ...
+    last = stages.lmdm_conds[-1][0, :, hidden : hidden + 8]
+    rows = {tuple(np.round(r, 5)) for r in last}
+    assert rows == {tuple(np.round(emotion_vector(0), 5)), tuple(np.round(emotion_vector(5), 5))}
+    assert not np.allclose(last[1:], last[:-1])  # it alternates frame by frame
+
+
+def test_eye_conditions_can_be_set(stages, avatar, speech):
+    stages.lmdm_conds.clear()
+    run(stages, avatar, speech, eye_open=[0.1, 0.2], eye_ball=[0, 0, 0, 0, 0, 0.5])
+    cond = stages.lmdm_conds[-1][0]
+    hidden = cond.shape[-1] - 79
+    np.testing.assert_allclose(cond[:, hidden + 8 : hidden + 10], np.tile([0.1, 0.2], (cond.shape[0], 1)), atol=1e-6)
+    np.testing.assert_allclose(cond[:, hidden + 10 : hidden + 16], np.tile([0, 0, 0, 0, 0, 0.5], (cond.shape[0], 1)), atol=1e-6)
+
+
+def test_absolute_driving_uses_the_generated_pose(stages, avatar, speech):
+    session, rows = run(stages, avatar, speech, relative=False, delta_pitch=0.0)
+    for i in (0, 40):
+        generated = vector_to_info(rows[i])
+        assert degrees(session.driving_info(i, rows[i]), "yaw") == pytest.approx(degrees(generated, "yaw"), abs=1e-4)
+    relative, _ = run(stages, avatar, speech, delta_pitch=0.0)
+    assert degrees(relative.driving_info(40, rows[40]), "yaw") != pytest.approx(degrees(session.driving_info(40, rows[40]), "yaw"), abs=1e-3)
+
+
+def test_output_max_size_caps_the_frame(stages, avatar, speech):
+    session, rows = run(stages, avatar, speech[:6400], output_max_size=256)
+    frame = session.render(rows[0])
+    assert max(frame.rgb.shape[:2]) == 256 and frame.rgb.shape[2] == 3
+
+
+def test_controls_for_frames_already_generated_are_refused(stages, avatar, speech):
+    session = StreamingSession(avatar, stages, SessionOptions(), TINY.render_size)
+    released = session.feed(speech)
+    assert released
+    with pytest.raises(ControlsError, match=f"frame 0 arrived after its motion was generated; frames from {len(released)} on"):
+        session.add_controls(parse_controls('[{"frame": 0, "fade": 0.5}]'))
+    session.add_controls(parse_controls(json.dumps([{"frame": len(released), "fade": 0.5}])))  # still open: fine
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{", "not valid JSON"),
+        ('{"frame": 1}', "JSON list of objects"),
+        ('[{"frame": -1, "fade": 0}]', "frame index >= 0"),
+        ('[{"from": 5, "to": 5, "fade": 0}]', "must be greater"),
+        ('[{"frame": 1, "from": 0, "to": 2, "fade": 0}]', "not both"),
+        ('[{"frame": 1}]', "no control"),
+        ('[{"frame": 1, "tilt": 3}]', "unknown field"),
+        ('[{"frame": 1, "delta_pitch": 400}]', "-90..90"),
+        ('[{"frame": 1, "delta_exp": [1, 2]}]', "63 numbers"),
+        ('[{"frame": 1, "fade": 2}]', "0..1"),
+    ],
+)
+def test_malformed_controls_name_the_problem(text, message):
+    with pytest.raises(ControlsError, match=message):
+        parse_controls(text)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"emotion": 9}, "outside 0..7"),
+        ({"emotion": [[1], "x"]}, "list of lists"),
+        ({"eye_open": [1]}, "list of 2 numbers"),
+        ({"fade_in": -1}, "outside 0..250"),
+        ({"relative": "yes"}, "must be bool"),
+        ({"output_max_size": 8}, "at least 16"),
+    ],
+)
+def test_bad_options_name_the_option(options, message):
+    with pytest.raises(OptionsError, match=message):
+        SessionOptions.from_dict(options)
