@@ -56,11 +56,6 @@ def rss_by_process(pid: int) -> dict[str, float]:
     return out
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the server and its stubs), MB."""
-    return sum(rss_by_process(pid).values())
-
-
 class MemorySampler:
     def __init__(self, pid: int, period_s: float = 1.0) -> None:
         self.pid, self.period_s = pid, period_s

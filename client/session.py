@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from ditto_triton.client.audio import load_audio
 from ditto_triton.client.errors import ConnectionLostError, ServerBusyError, ServerError, ServerUnavailableError
+from ditto_triton.streaming.sessions import SessionLimitError
 
 ORCHESTRATOR = "orchestrator"
 AVATAR_REGISTRY = "avatar_registry"
@@ -188,7 +189,7 @@ class StreamSession:
             else:
                 self._finished += 1
                 self._failed = True
-                raise (ServerBusyError if value.startswith("resource exhausted") else ServerError)(value)
+                raise (ServerBusyError if value.startswith(SessionLimitError.PREFIX) else ServerError)(value)
 
     def close(self) -> None:
         """Close the stream. A session that failed before END gets a bare END first, so that Triton's

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from PIL import Image
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from ditto_triton.client import DittoClient, ServerError
 from ditto_triton.model_repository.render import render_repository
@@ -41,12 +41,8 @@ class Case:
 
 # -- raw requests ---------------------------------------------------------------------------------
 def tensor(name: str, array: np.ndarray, dtype: str | None = None) -> grpcclient.InferInput:
-    if array.dtype == object:
-        t = grpcclient.InferInput(name, list(array.shape), "BYTES")
-    else:
-        from tritonclient.utils import np_to_triton_dtype
-
-        t = grpcclient.InferInput(name, list(array.shape), dtype or np_to_triton_dtype(array.dtype))
+    triton_dtype = "BYTES" if array.dtype == object else dtype or np_to_triton_dtype(array.dtype)
+    t = grpcclient.InferInput(name, list(array.shape), triton_dtype)
     t.set_data_from_numpy(array)
     return t
 
@@ -189,7 +185,7 @@ def session_cases(url: str, avatar: str) -> list[Case]:
 
     rate = lambda hz: tensor("sample_rate", np.array([[hz]], np.int32))  # noqa: E731
     opts = lambda value: text("options", value if isinstance(value, str) else json.dumps(value))  # noqa: E731
-    sample = [i % 2 and 0.1 or -0.1 for i in range(1)]
+    sample = np.array([0.1], np.float32)
     return [
         Case("session", "24 kHz sample_rate", lambda: one([ident(), audio(second), rate(24000)]), "16000 Hz"),
         Case("session", "float64 audio", lambda: one([ident(), audio(second.astype(np.float64))]), "audio"),
@@ -202,8 +198,8 @@ def session_cases(url: str, avatar: str) -> list[Case]:
         Case("session", "Inf samples", lambda: one([ident(), audio(np.full(3200, np.inf, np.float32))]), "infinite"),
         Case("session", "int16 values sent as float", lambda: one([ident(), audio(np.full(3200, 12000.0, np.float32))]), "audio_int16"),
         Case("session", "61 s in one request", lambda: one([ident(), audio(np.zeros(61 * 16000, np.float32))]), "at most 960000 samples"),
-        Case("session", "1-sample chunks (60 of them)", lambda: steps(([ident(), audio(np.array(sample, np.float32))], True, False),
-             *[([audio(np.array(sample, np.float32))], False, i == 58) for i in range(59)]), "ok: 1 frames"),
+        Case("session", "1-sample chunks (60 of them)", lambda: steps(([ident(), audio(sample)], True, False),
+             *[([audio(sample)], False, i == 58) for i in range(59)]), "ok: 1 frames"),
         Case("session", "sequence without START", lambda: one([audio(second)], start=False, end=True), "START"),
         Case("session", "data after END", lambda: steps(([ident(), audio(second[:3200])], True, True), ([audio(second[:3200])], False, True)), "START flag"),
         Case("session", "correlation id reused while live", reused_id, "already has a live session"),
@@ -252,7 +248,7 @@ def stage_cases(url: str) -> list[Case]:
     lmdm = to_wire(SPECS["lmdm"], seeded_inputs(SPECS["lmdm"], batch=1, seed=0))
     lmdm_nan = dict(lmdm, x=np.full_like(lmdm["x"], np.nan))
     cases.append(Case("stage", "lmdm: NaN input (computed, NaN out)", lambda: call("lmdm", lmdm_nan), "ok: answered"))
-    chain = {k: v for k, v in to_wire(SPECS["warp_network"], seeded_inputs(SPECS["warp_network"], 1, 0)).items()}
+    chain = to_wire(SPECS["warp_network"], seeded_inputs(SPECS["warp_network"], 1, 0))
     cases.append(Case("stage", "render_chain: missing kp_driving", lambda: call("render_chain", {k: v for k, v in chain.items() if k != "kp_driving"}), "kp_driving"))
     cases.append(Case("stage", "extractors: wrong image size", lambda: call("extractors", {"image": np.zeros((1, 3, 32, 32), np.float32)}), "image"))
     return cases

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -152,8 +153,6 @@ def test_sessions_over_the_limit_get_resource_exhausted_and_admitted_ones_stay_r
     speech = speech16k[: 6 * 16000]
     with TritonServer(repo) as srv, DittoClient(srv.grpc_url) as client:
         avatar = client.register_avatar(portrait, CROP)
-        import threading
-
         admitted: dict = {}
         runner = threading.Thread(target=lambda: admitted.update(summarize(run_session(client, avatar, speech, "realtime"))))
         runner.start()
