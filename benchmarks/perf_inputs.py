@@ -5,7 +5,7 @@ perf_analyzer's default "random" fills every tensor with random *bytes*: float32
 valid but degenerate (all keypoints at one point makes the warp's grid samples read one cache line).
 So the tensors here are shaped from the server's own model config and drawn in the ranges of
 `ditto_triton.export.sample_inputs`: images in [0, 1), keypoints ~N(0, 0.3) with driving = source +
-N(0, 0.05), time steps in [0, 1000), audio ~N(0, 0.1), other features ~N(0, 1). One batch-1 entry is
+N(0, 0.05), time steps in [0, 1000), guidance weights in [1, 3), audio ~N(0, 0.1), other features ~N(0, 1). One batch-1 entry is
 written per stage; perf_analyzer repeats it to fill a batch. Tensors travel as little-endian base64
 with an explicit shape.
 """
@@ -88,6 +88,8 @@ def plausible_tensor(
         value = rng.normal(0.0, 0.3, shape)
     elif name == "time_cond":
         value = rng.integers(0, N_TIMESTEPS, shape)
+    elif name == "guidance_weight":
+        value = rng.uniform(1.0, 3.0, shape)
     elif name in ("input_values", "audio"):
         value = rng.normal(0.0, 0.1, shape)
     elif np.issubdtype(dtype, np.integer):

@@ -11,6 +11,7 @@ afterwards.
 from __future__ import annotations
 
 import argparse
+import json
 import contextlib
 import sys
 import tempfile
@@ -48,13 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds without a response before giving up")
     s = p.add_argument_group("session options")
     s.add_argument("--ditto-cfg", type=Path, help="take defaults from Ditto's cfg .pkl (read without running code)")
-    s.add_argument("--overlap", type=int, help="LMDM window overlap (40..79, default 70)")
-    s.add_argument("--steps", type=int, dest="sampling_steps", help="DDIM steps per window (default 10)")
+    s.add_argument("--mode", choices=("online", "offline"), help="online: frames while audio streams (default); offline: whole clip first")
+    s.add_argument("--overlap", type=int, help="LMDM window overlap (online 40..79, default 70; offline 1..79, default 10)")
+    s.add_argument("--steps", type=int, dest="sampling_steps", help="DDIM steps per window (default 10; offline 50)")
+    s.add_argument("--guidance-weight", type=float, help="classifier-free guidance weight (default 2)")
+    s.add_argument("--fade-in", type=int, help="frames rising from the source's pose (default 0)")
+    s.add_argument("--fade-out", type=int, help="frames returning to the source at the end (default 0)")
     s.add_argument("--seed", type=int, help="noise seed (default 0)")
     s.add_argument("--emotion", type=int, help="0..7: angry disgust fear happy neutral sad surprise contempt (default 4)")
     s.add_argument("--delta-pitch", type=float, help="degrees added to every frame's pitch (default 2)")
     s.add_argument("--delta-yaw", type=float)
     s.add_argument("--delta-roll", type=float)
+    s.add_argument(
+        "--option", action="append", default=[], metavar="NAME=JSON",
+        help="any session option (README table), e.g. --option 'emotion=[[3],[5]]'; repeatable",
+    )
+    s.add_argument("--controls", type=Path, help="JSON file: a list of per-frame controls, sent with the first audio")
     r = p.add_argument_group("registration options")
     r.add_argument("--max-size", type=int, help="long-side cap of the photo (default 1920)")
     r.add_argument("--crop-scale", type=float, help="crop size / face size (default 2.3)")
@@ -86,6 +96,25 @@ def embedded_server(args: argparse.Namespace, console: Console) -> Iterator[str]
             yield server.grpc_url
 
 
+SESSION_FLAGS = (
+    "mode", "overlap", "sampling_steps", "seed", "emotion", "guidance_weight", "fade_in", "fade_out",
+    "delta_pitch", "delta_yaw", "delta_roll",
+)
+
+
+def _generic_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--option {pair!r}: expected NAME=JSON")
+        try:
+            options[name] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name] = value  # a bare word such as offline or jpeg
+    return options
+
+
 def _cfg_options(args: argparse.Namespace, console: Console) -> dict:
     """Session options from `--ditto-cfg` (explicit flags override them)."""
     if args.ditto_cfg is None:
@@ -112,7 +141,8 @@ def render(args: argparse.Namespace, url: str, console: Console) -> dict:
     expected = -(-audio16.size // 640)
     with DittoClient(url, timeout_s=args.timeout) as client:
         avatar = client.register_avatar(image, _pick(args, ("max_size", "crop_scale", "crop_vy_ratio")))
-        options = {**_cfg_options(args, console), **_pick(args, ("overlap", "sampling_steps", "seed", "emotion", "delta_pitch", "delta_yaw", "delta_roll"))}
+        options = {**_cfg_options(args, console), **_pick(args, SESSION_FLAGS), **_generic_options(args.option)}
+        controls = json.loads(args.controls.read_text()) if args.controls else None
         writer = Mp4Writer(args.out, original, rate)
         frames: list[ReceivedFrame] = []
         sheet: list[np.ndarray] = []
@@ -121,7 +151,7 @@ def render(args: argparse.Namespace, url: str, console: Console) -> dict:
         with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task("frames", total=expected)
             try:
-                for frame in client.stream(avatar, audio16, options, realtime=args.live):
+                for frame in client.stream(avatar, audio16, options, realtime=args.live, controls=controls):
                     writer.add(frame.rgb)
                     frames.append(ReceivedFrame(frame.index, frame.pts_s, np.empty(0), frame.received_s))
                     if frame.index % stride == 0:

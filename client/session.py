@@ -262,12 +262,14 @@ class DittoClient:
         options: dict | None = None,
         chunk_samples: int = CHUNK_SAMPLES,
         realtime: bool = False,
+        controls: list[dict] | None = None,
     ) -> Iterator[ReceivedFrame]:
         """Send audio and yield the frames as they arrive.
 
         `audio` is a file path (any format soundfile reads, resampled to 16 kHz mono), a 16 kHz mono
         array (float32 or int16, sent in `chunk_samples` pieces) or an iterable of such chunks (e.g.
-        a microphone). With `realtime` the sender paces itself to the audio's duration.
+        a microphone). With `realtime` the sender paces itself to the audio's duration. `controls`
+        (per-frame controls, README) go with the first chunk.
         """
         session = self.open_session(avatar_id, options)
         failure: list[BaseException] = []
@@ -277,14 +279,16 @@ class DittoClient:
                 start = time.perf_counter()
                 sent = 0
                 pending = None
+                first_controls = controls
                 for chunk in _chunks(audio, chunk_samples):
                     if pending is not None:
-                        session.send(pending)
+                        session.send(pending, first_controls)
+                        first_controls = None
                     if realtime:
                         time.sleep(max(0.0, start + sent / SAMPLE_RATE - time.perf_counter()))
                     sent += chunk.size
                     pending = chunk
-                session.end(pending)
+                session.end(pending, first_controls)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 failure.append(exc)
                 session._events.put(("error", f"sending audio failed: {exc}"))
@@ -307,10 +311,11 @@ class DittoClient:
         options: dict | None = None,
         chunk_samples: int = CHUNK_SAMPLES,
         realtime: bool = False,
+        controls: list[dict] | None = None,
     ) -> int:
         """Like `stream`, but hands every frame to `on_frame`; returns the number of frames."""
         count = 0
-        for frame in self.stream(avatar_id, audio, options, chunk_samples, realtime):
+        for frame in self.stream(avatar_id, audio, options, chunk_samples, realtime, controls):
             on_frame(frame)
             count += 1
         return count

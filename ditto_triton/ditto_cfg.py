@@ -80,6 +80,8 @@ def session_options_from_cfg(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[
     for key, value in defaults.items():
         if key in _OPTION_NAMES:
             options[_OPTION_NAMES[key]] = int(value)
+        elif key == "online_mode":
+            options["mode"] = "online" if value else "offline"
         elif key == "overall_ctrl_info" and isinstance(value, dict):
             options.update({k: float(v) for k, v in value.items() if k in _CTRL_NAMES})
             ignored += [f"overall_ctrl_info.{k}" for k in value if k not in _CTRL_NAMES]

@@ -129,13 +129,14 @@ def stage_specs(profile: Profile) -> dict[str, StageSpec]:
                 TensorSpec("cond_frame", (B, lm.motion_dim)),
                 TensorSpec("cond", (B, lm.seq_frames, lm.cond_dim)),
                 TensorSpec("time_cond", (B,), "int64"),
+                TensorSpec("guidance_weight", (B,)),
             ),
             outputs=(
                 TensorSpec("pred_noise", (B, lm.seq_frames, lm.motion_dim)),
                 TensorSpec("x_start", (B, lm.seq_frames, lm.motion_dim)),
             ),
             batch_dynamic=True, per_frame=False,
-            description="LMDM: one classifier-free-guided denoising step of an 80-frame motion window",
+            description="LMDM: one classifier-free-guided denoising step of an 80-frame motion window (per-sample guidance weight)",
         ),
         StageSpec(
             "hubert", "hubert.onnx", None,

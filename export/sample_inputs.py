@@ -35,6 +35,8 @@ def sample_inputs(
                 if timestep is not None
                 else rng.integers(0, n_timestep, shape, dtype=np.int64)
             )
+        elif t.name == "guidance_weight":
+            arr = rng.uniform(1.0, 3.0, shape)  # around Ditto's fixed weight of 2
         elif t.name == "input_values":
             arr = rng.normal(0.0, 0.1, shape)
         else:

@@ -29,9 +29,12 @@ class RecordingStages(OrtStages):
         super().__init__(export_dir)
         self.lmdm_conds: list[np.ndarray] = []
 
+        self.lmdm_weights: list[np.ndarray] = []
+
     def infer(self, name, inputs):
         if name == "lmdm":
             self.lmdm_conds.append(inputs["cond"].copy())
+            self.lmdm_weights.append(inputs["guidance_weight"].copy())
         return super().infer(name, inputs)
 
 
@@ -127,6 +130,27 @@ def test_eye_conditions_can_be_set(stages, avatar, speech):
     np.testing.assert_allclose(cond[:, hidden + 10 : hidden + 16], np.tile([0, 0, 0, 0, 0, 0.5], (cond.shape[0], 1)), atol=1e-6)
 
 
+def test_per_frame_eye_open_conditions_exactly_the_frames_named(stages, avatar, speech):
+    stages.lmdm_conds.clear()
+    session, _ = run(stages, avatar, speech, controls=[{"from": 20, "to": 25, "eye_open": [0.05, 0.1]}])
+    hidden = stages.lmdm_conds[0].shape[-1] - 79
+    # the last window covers feature rows of frames 0..79 (the prefill silence has scrolled out)
+    eyes = stages.lmdm_conds[-1][0, :, hidden + 8 : hidden + 10]
+    for frame in range(80):
+        want = [0.05, 0.1] if 20 <= frame < 25 else avatar.eye_open[0]
+        np.testing.assert_allclose(eyes[frame], want, atol=1e-6, err_msg=str(frame))
+
+
+def test_guidance_weight_is_what_lmdm_sees_and_changes_the_motion(stages, avatar, speech):
+    stages.lmdm_weights.clear()
+    _, default = run(stages, avatar, speech)
+    assert {float(w) for ws in stages.lmdm_weights for w in ws} == {2.0}  # Ditto's fixed weight
+    stages.lmdm_weights.clear()
+    _, weak = run(stages, avatar, speech, guidance_weight=0.5)
+    assert {float(w) for ws in stages.lmdm_weights for w in ws} == {0.5}
+    assert not np.allclose(np.stack(default), np.stack(weak), atol=1e-3)
+
+
 def test_absolute_driving_uses_the_generated_pose(stages, avatar, speech):
     session, rows = run(stages, avatar, speech, relative=False, delta_pitch=0.0)
     for i in (0, 40):
@@ -164,6 +188,8 @@ def test_controls_for_frames_already_generated_are_refused(stages, avatar, speec
         ('[{"frame": 1, "delta_pitch": 400}]', "-90..90"),
         ('[{"frame": 1, "delta_exp": [1, 2]}]', "63 numbers"),
         ('[{"frame": 1, "fade": 2}]', "0..1"),
+        ('[{"frame": 1, "eye_open": [0.3]}]', "eye_open must be"),
+        ('[{"frame": 1, "eye_open": [0.3, 9]}]', "0.0..1.5"),
     ],
 )
 def test_malformed_controls_name_the_problem(text, message):
@@ -180,6 +206,7 @@ def test_malformed_controls_name_the_problem(text, message):
         ({"fade_in": -1}, "outside 0..250"),
         ({"relative": "yes"}, "must be bool"),
         ({"output_max_size": 8}, "at least 16"),
+        ({"guidance_weight": 11}, "outside 0.0..10.0"),
     ],
 )
 def test_bad_options_name_the_option(options, message):

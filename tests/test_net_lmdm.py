@@ -170,6 +170,20 @@ def test_batched_cfg_equals_two_separate_passes(step: LMDMStep) -> None:
     assert not torch.allclose(unc, conditioned, atol=1e-3)
 
 
+def test_guidance_weight_input_is_per_sample(step: LMDMStep) -> None:
+    torch.manual_seed(8)
+    x, cond_frame, cond, t = _inputs(CFG, 2, [500, 500])
+    with torch.no_grad():
+        unc = step.model(x, cond_frame, cond, t, drop_cond=True)
+        conditioned = step.model(x, cond_frame, cond, t, drop_cond=False)
+        default = step(x, cond_frame, cond, t)[1]
+        same = step(x, cond_frame, cond, t, torch.full((2,), CFG.guidance_weight))[1]
+        mixed = step(x, cond_frame, cond, t, torch.tensor([0.0, 3.5]))[1]
+    torch.testing.assert_close(same, default, rtol=0, atol=0)
+    torch.testing.assert_close(mixed[0], unc[0], rtol=1e-5, atol=1e-5)  # weight 0: the unconditional pass
+    torch.testing.assert_close(mixed[1], unc[1] + 3.5 * (conditioned[1] - unc[1]), rtol=1e-5, atol=1e-5)
+
+
 def test_predict_noise_inverts_forward_process(step: LMDMStep) -> None:
     torch.manual_seed(3)
     x0, eps = torch.randn(3, 4, 5), torch.randn(3, 4, 5)

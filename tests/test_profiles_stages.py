@@ -22,7 +22,7 @@ def test_every_profile_declares_every_stage_with_ditto_names():
         "warp_network": (["feature_3d", "kp_source", "kp_driving"], ["out"]),
         "decoder": (["feature"], ["output"]),
         "stitch_network": (["kp_source", "kp_driving"], ["out"]),
-        "lmdm": (["x", "cond_frame", "cond", "time_cond"], ["pred_noise", "x_start"]),
+        "lmdm": (["x", "cond_frame", "cond", "time_cond", "guidance_weight"], ["pred_noise", "x_start"]),
         "hubert": (["input_values"], ["encoding_out"]),
     }
     for profile in PROFILES.values():

@@ -109,6 +109,9 @@ def test_batching_settings():
     time_cond = configs["lmdm"].input[3]
     assert time_cond.name == "time_cond" and time_cond.data_type == mc.TYPE_INT64
     assert list(time_cond.dims) == [1] and time_cond.HasField("reshape") and list(time_cond.reshape.shape) == []
+    weight = configs["lmdm"].input[4]
+    assert weight.name == "guidance_weight" and weight.data_type == mc.TYPE_FP32
+    assert list(weight.dims) == [1] and list(weight.reshape.shape) == []
     assert list(configs["warp_network"].input[0].dims) == list(TINY.appearance.feature_shape)
 
 

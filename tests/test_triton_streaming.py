@@ -247,3 +247,15 @@ def test_session_options_reach_the_server(client, portrait, speech16k):
     with pytest.raises(ServerError, match="controls for frame 0 arrived after its motion was generated"):
         list(got)
     session.close()
+
+
+def test_offline_mode_through_the_server_equals_in_process(server, client, portrait, speech16k, stages):
+    avatar = client.register_avatar(portrait, CROP)
+    audio = speech16k[: 4 * 16000 + 100]
+    options = {"mode": "offline", "sampling_steps": 5}
+    frames = list(client.stream(avatar, audio, options))
+    assert [f.index for f in frames] == list(range(-(-audio.size // 640)))
+    ref = render_audio(stages, server_avatar(server, avatar), audio, TINY.render_size, SessionOptions.from_dict(options))
+    assert all(np.array_equal(f.rgb, r.rgb) for f, r in zip(frames, ref))
+    online = list(client.stream(avatar, audio, {"sampling_steps": 5}))
+    assert len(online) == len(frames) and not np.array_equal(online[40].rgb, frames[40].rgb)

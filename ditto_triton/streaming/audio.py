@@ -5,6 +5,9 @@ Audio is 16 kHz mono; video is 25 frames/s, so one frame is 640 samples. The enc
 from the stream with 3 frames (1920 samples) of zeros in front. Of the 20 encoder rows per window,
 rows [-14:-4] belong to the 5 current frames and are averaged in pairs -> 5 feature rows.
 
+Offline (the whole clip known) Ditto pads 2000 zeros in front instead of 1920, so its features sit
+80 samples (5 ms) earlier; `AudioChunker(OFFLINE_PAST_SAMPLES)` reproduces that.
+
 Frame-count rule: a stream of N samples yields exactly ceil(N / 640) video frames. The tail is
 zero-padded to complete the last window; frames beyond ceil(N / 640) are never emitted.
 """
@@ -22,6 +25,7 @@ WINDOW_SAMPLES = 6480
 HOP_SAMPLES = 3200
 FRAMES_PER_WINDOW = HOP_SAMPLES // SAMPLES_PER_FRAME  # 5
 PAST_SAMPLES = 3 * SAMPLES_PER_FRAME  # 1920: online feeder's zero prefix
+OFFLINE_PAST_SAMPLES = WINDOW_SAMPLES - 7 * SAMPLES_PER_FRAME  # 2000: Ditto's offline wav2feat prefix
 
 
 def frames_for_samples(n_samples: int) -> int:
@@ -40,8 +44,8 @@ def features_from_encoding(encoding: np.ndarray) -> np.ndarray:
 class AudioChunker:
     """Turns audio chunks of any length into encoder windows, in order, exactly once each."""
 
-    def __init__(self) -> None:
-        self._buffer = np.zeros(PAST_SAMPLES, dtype=np.float32)
+    def __init__(self, past_samples: int = PAST_SAMPLES) -> None:
+        self._buffer = np.zeros(past_samples, dtype=np.float32)
         self.total_samples = 0
         self.windows_emitted = 0
 

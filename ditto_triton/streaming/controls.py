@@ -3,7 +3,9 @@
 A request's `controls` is a JSON list of objects, each naming frames with `frame` (one index) or
 `from`/`to` (indices, `to` exclusive) and any of `delta_pitch`, `delta_yaw`, `delta_roll` (degrees,
 added to the session's own offsets), `delta_exp` (63 numbers added to the expression), `fade` (0..1:
-0 shows the source's pose and expression, 1 the generated motion). A later entry for a frame
+0 shows the source's pose and expression, 1 the generated motion), `eye_open` ([left, right]
+openness, 0..1.5, the LMDM's eye condition for those frames instead of the avatar's; it steers
+generation, so it applies to LMDM windows sampled after it arrives). A later entry for a frame
 replaces the fields it names. Controls must arrive no later than the audio of the frames they
 name: a frame whose motion was already generated cannot be steered any more, and naming one is an
 error (nothing sent is silently dropped).
@@ -20,7 +22,9 @@ from ditto_triton.streaming.stitch import NO_CONTROL, FrameControl
 
 MAX_FRAMES_PER_ENTRY = 25 * 3600
 _POSE = ("delta_pitch", "delta_yaw", "delta_roll")
-_FIELDS = (*_POSE, "delta_exp", "fade")
+CONDITION_FIELDS = ("eye_open",)  # steer the LMDM's condition, not the rendering
+_FIELDS = (*_POSE, "delta_exp", "fade", *CONDITION_FIELDS)
+EYE_OPEN_RANGE = (0.0, 1.5)
 
 
 class ControlsError(ValueError):
@@ -66,6 +70,13 @@ def _entry_fields(i: int, entry: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
             raise ControlsError(f"controls[{i}]: fade must be in 0..1, got {v!r}")
         fields["fade"] = float(v)
+    if "eye_open" in entry:
+        v, (lo, hi) = entry["eye_open"], EYE_OPEN_RANGE
+        if not isinstance(v, list) or len(v) != 2 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and lo <= x <= hi for x in v
+        ):
+            raise ControlsError(f"controls[{i}]: eye_open must be [left, right], each in {lo}..{hi}, got {v!r}")
+        fields["eye_open"] = (float(v[0]), float(v[1]))
     if not fields:
         raise ControlsError(f"controls[{i}]: names frames but no control ({', '.join(_FIELDS)})")
     return fields
@@ -100,8 +111,9 @@ class FrameControls:
                 )
         with self._lock:
             for frames, fields in entries:
-                for index in frames:
-                    self._by_frame.setdefault(index, {}).update(fields)
+                render = {k: v for k, v in fields.items() if k not in CONDITION_FIELDS}
+                for index in frames if render else ():
+                    self._by_frame.setdefault(index, {}).update(render)
 
     def get(self, index: int, consume: bool = True) -> FrameControl:
         """Frame `index`'s control; consumed (forgotten) unless `consume` is False."""

@@ -1,10 +1,16 @@
-"""Ditto's online Audio2Motion loop: 80-frame LMDM windows, overlap fusion, smoothing (reference §5.4–§5.6).
+"""Ditto's Audio2Motion: 80-frame LMDM windows, overlap fusion, smoothing (reference §5.4–§5.6).
 
-Window n covers feature rows [nV, nV + 80) of (overlap rows of encoded silence + real features), with
-V = 80 - overlap new frames per window. Window 0 only seeds the fusion tail and d0; window n >= 1
-crossfades its first frames into the previous result and releases the previous window's V frames.
-At the end of the stream the remaining features are padded with the last row to a full window, and
-the frames of the last window are released unfused, up to the stream's frame count.
+Online (`OnlineMotion`): window n covers feature rows [nV, nV + 80) of (overlap rows of encoded
+silence + real features), with V = 80 - overlap new frames per window. Window 0 only seeds the
+fusion tail and d0; window n >= 1 crossfades its first frames into the previous result and
+releases the previous window's V frames. At the end of the stream the remaining features are
+padded with the last row to a full window, and the frames of the last window are released
+unfused, up to the stream's frame count.
+
+Offline (`OfflineMotion`): the whole clip's features are known. Windows start at frames 0, V, 2V,
+... (the last one padded with its last condition row); the first window is part of the output, each
+later one crossfades its first `overlap` frames into the result; the whole sequence is then
+smoothed once more and d0 is its first frame.
 """
 
 from __future__ import annotations
@@ -31,11 +37,14 @@ class MotionSettings:
     smooth_k: int = 3
     fix_kp_cond: int = 1
     fix_kp_cond_dims: tuple[int, int] = (0, POSE_DIMS)
+    online: bool = True
 
     def __post_init__(self) -> None:
-        if not self.seq_frames // 2 <= self.overlap < self.seq_frames:
+        if self.online and not self.seq_frames // 2 <= self.overlap < self.seq_frames:
             # Below half a window Ditto's online loop silently drops frames (reference §5.6).
             raise ValueError(f"overlap must be in {self.seq_frames // 2}..{self.seq_frames - 1} for streaming, got {self.overlap}")
+        if not self.online and not 1 <= self.overlap < self.seq_frames:
+            raise ValueError(f"overlap must be in 1..{self.seq_frames - 1} offline, got {self.overlap}")
 
     @property
     def valid(self) -> int:
@@ -43,7 +52,7 @@ class MotionSettings:
 
     @property
     def fuse(self) -> int:
-        return min(self.overlap, self.valid)
+        return min(self.overlap, self.valid) if self.online else self.overlap
 
 
 def smooth_pose(rows: np.ndarray, start: int, end: int, k: int) -> None:
@@ -56,6 +65,104 @@ def smooth_pose(rows: np.ndarray, start: int, end: int, k: int) -> None:
         rows[i, :POSE_DIMS] = src[max(0, i - half) : min(n, i + half + 1), :POSE_DIMS].mean(axis=0)
 
 
+class WindowSampler:
+    """What both modes share: one LMDM window from its conditions, the fusion of a window into the
+    running result, and the per-window update of the motion condition (reference §5.4, §5.5)."""
+
+    def __init__(self, settings: MotionSettings, lmdm: LMDMCall, source_vector: np.ndarray, rng: np.random.Generator):
+        self.s = settings
+        self._lmdm = lmdm
+        self._source = np.asarray(source_vector, np.float32).reshape(1, MOTION_DIM)
+        self._sampler = DDIMSampler(settings.steps, (1, settings.seq_frames, MOTION_DIM), rng)
+        self._kp_cond = self._source.copy()
+        self.windows = 0
+
+    def sample(self, cond: np.ndarray) -> np.ndarray:
+        """(80, C) conditions -> (80, 265) generated motion."""
+        kp_cond, cond = self._kp_cond.copy(), cond[None]
+        return self._sampler.sample(lambda x, t: self._lmdm(x, kp_cond, cond, np.full((1,), t, np.int64)))[0]
+
+    def fuse(self, result: np.ndarray | None, pred: np.ndarray) -> np.ndarray:
+        """The running result with window `pred` joined on: crossfade, append, smooth the seam."""
+        s = self.s
+        if result is None:
+            result = pred.copy()
+            smooth_pose(result, 0, s.seq_frames, s.smooth_k)
+        else:
+            alpha = (np.arange(s.fuse, dtype=np.float32) / s.fuse)[:, None]
+            lo = s.seq_frames - s.valid - s.fuse
+            result[-s.fuse :] = result[-s.fuse :] * (1 - alpha) + pred[lo : lo + s.fuse] * alpha
+            result = np.concatenate([result, pred[s.seq_frames - s.valid :]])
+            n = result.shape[0]
+            smooth_pose(result, n - s.valid - s.fuse, n - s.valid + 1, s.smooth_k)
+        self.windows += 1
+        self._update_kp_cond(result)
+        return result
+
+    def _update_kp_cond(self, result: np.ndarray) -> None:
+        prev = result[result.shape[0] - self.s.overlap - 1]
+        if self.s.fix_kp_cond > 0 and self.windows % self.s.fix_kp_cond == 0:
+            self._kp_cond = self._source.copy()
+            lo, hi = self.s.fix_kp_cond_dims
+            self._kp_cond[0, lo:hi] = prev[lo:hi]
+        else:
+            self._kp_cond = prev[None].copy()
+
+
+class OfflineMotion:
+    """Ditto's offline loop behind the streaming interface: `push` keeps the features, `finish`
+    generates the whole clip at once and releases every frame."""
+
+    def __init__(
+        self,
+        settings: MotionSettings,
+        lmdm: LMDMCall,
+        conditions: ConditionBuilder,
+        source_vector: np.ndarray,
+        rng: np.random.Generator,
+    ) -> None:
+        if settings.online:
+            raise ValueError("OfflineMotion needs offline settings (online=False)")
+        self.s = settings
+        self._windows = WindowSampler(settings, lmdm, source_vector, rng)
+        self._conditions = conditions
+        self._features: list[np.ndarray] = []
+        self.d0: np.ndarray | None = None
+        self.released = 0
+
+    def push(self, features: np.ndarray) -> list[np.ndarray]:
+        if features.size:
+            self._features.append(np.asarray(features, np.float32))
+        return []
+
+    def finish(self, features: np.ndarray, total_frames: int) -> list[np.ndarray]:
+        self.push(features)
+        if not self._features:
+            return []
+        motion = self.generate(np.concatenate(self._features)[:total_frames])
+        self._features = []
+        if motion.shape[0]:
+            self.d0 = motion[0].copy()
+        self.released = motion.shape[0]
+        return list(motion)
+
+    def generate(self, features: np.ndarray) -> np.ndarray:
+        """(n, H) features of the whole clip -> (n, 265) motion, one row per frame."""
+        n, s = features.shape[0], self.s
+        cond_all = self._conditions(features, 0)
+        result = None
+        for start in range(0, n, s.valid):
+            cond = cond_all[start : start + s.seq_frames]
+            if cond.shape[0] < s.seq_frames:
+                cond = np.concatenate([cond, np.repeat(cond[-1:], s.seq_frames - cond.shape[0], axis=0)])
+            result = self._windows.fuse(result, self._windows.sample(cond))
+        if result is None:
+            return np.zeros((0, MOTION_DIM), np.float32)
+        result = result[:n]
+        smooth_pose(result, 0, n, s.smooth_k)
+        return result
+
+
 class OnlineMotion:
     def __init__(
         self,
@@ -66,20 +173,18 @@ class OnlineMotion:
         silence_features: np.ndarray,
         rng: np.random.Generator,
     ) -> None:
+        if not settings.online:
+            raise ValueError("OnlineMotion needs online settings")
         self.s = settings
-        self._lmdm = lmdm
+        self._windows = WindowSampler(settings, lmdm, source_vector, rng)
         self._conditions = conditions
-        self._source = np.asarray(source_vector, np.float32).reshape(1, MOTION_DIM)
-        self._sampler = DDIMSampler(settings.steps, (1, settings.seq_frames, MOTION_DIM), rng)
         self._features = np.asarray(silence_features, np.float32)[: settings.overlap]
         if self._features.shape[0] != settings.overlap:
             raise ValueError(f"need {settings.overlap} rows of silence features, got {self._features.shape[0]}")
         self._pending = np.zeros((0, self._features.shape[1]), np.float32)
         self._result: np.ndarray | None = None
         self._release_at = 0  # index in _result of the next frame to release
-        self._kp_cond = self._source.copy()
         self._rows_total = settings.overlap  # feature rows so far, the prefill silence included
-        self._windows = 0
         self.d0: np.ndarray | None = None  # (265,) the relative-motion reference
         self.released = 0
 
@@ -113,52 +218,25 @@ class OnlineMotion:
             self._pending = self._pending[self.s.valid :]
         return out
 
-    def _denoise(self, cond: np.ndarray) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
-        kp_cond = self._kp_cond.copy()
-
-        def step(x: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
-            return self._lmdm(x, kp_cond, cond, np.full((1,), t, np.int64))
-
-        return step
-
     def _window(self, new_rows: np.ndarray) -> list[np.ndarray]:
         s = self.s
         self._features = np.concatenate([self._features, new_rows])[-KEEP_ROWS:]
         self._rows_total += new_rows.shape[0]
         # frame index of the window's first row (negative while it still covers the prefill silence)
         first_frame = self._rows_total - s.seq_frames - s.overlap
-        cond = self._conditions(self._features[-s.seq_frames :], first_frame)[None]
-        pred = self._sampler.sample(self._denoise(cond))[0]
+        self._conditions.forget_before(first_frame)
+        pred = self._windows.sample(self._conditions(self._features[-s.seq_frames :], first_frame))
+        first = self._result is None
+        self._result = self._windows.fuse(self._result, pred)
         released: list[np.ndarray] = []
-        if self._result is None:
-            self._result = pred.copy()
-            smooth_pose(self._result, 0, s.seq_frames, s.smooth_k)
+        if first:
             self.d0 = self._result[0].copy()
             self._release_at = s.seq_frames - s.fuse
         else:
-            res = self._result
-            alpha = (np.arange(s.fuse, dtype=np.float32) / s.fuse)[:, None]
-            lo = s.seq_frames - s.valid - s.fuse
-            res[-s.fuse :] = res[-s.fuse :] * (1 - alpha) + pred[lo : lo + s.fuse] * alpha
-            res = np.concatenate([res, pred[s.seq_frames - s.valid :]])
-            n = res.shape[0]
-            smooth_pose(res, n - s.valid - s.fuse, n - s.valid + 1, s.smooth_k)
-            released = [row.copy() for row in res[self._release_at : self._release_at + s.valid]]
+            released = [row.copy() for row in self._result[self._release_at : self._release_at + s.valid]]
             self._release_at += s.valid
-            self._result = res
-        self._windows += 1
-        self._update_kp_cond()
         if self._result.shape[0] > KEEP_ROWS:
             cut = self._result.shape[0] - KEEP_ROWS
             self._result = self._result[cut:]
             self._release_at -= cut
         return released
-
-    def _update_kp_cond(self) -> None:
-        prev = self._result[self._result.shape[0] - self.s.overlap - 1]
-        if self.s.fix_kp_cond > 0 and self._windows % self.s.fix_kp_cond == 0:
-            self._kp_cond = self._source.copy()
-            lo, hi = self.s.fix_kp_cond_dims
-            self._kp_cond[0, lo:hi] = prev[lo:hi]
-        else:
-            self._kp_cond = prev[None].copy()

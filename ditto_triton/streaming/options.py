@@ -10,6 +10,10 @@ from typing import Any
 from ditto_triton.streaming.conditions import EMOTIONS
 
 OUTPUT_FORMATS = ("rgb", "jpeg")
+MODES = ("online", "offline")
+ONLINE_MIN_OVERLAP = 40  # below half a window Ditto's online loop drops frames (reference §5.6)
+# Per-mode defaults: Ditto's online cfg, and its code defaults (used by its offline pipeline).
+MODE_DEFAULTS = {"online": {"overlap": 70, "sampling_steps": 10}, "offline": {"overlap": 10, "sampling_steps": 50}}
 EMOTION_LABELS = range(len(EMOTIONS))
 
 
@@ -45,9 +49,11 @@ def _emotion(value: Any) -> int | tuple[int, ...] | tuple[tuple[int, ...], ...]:
 
 @dataclass(frozen=True)
 class SessionOptions:
-    overlap: int = 70  # Ditto online cfg; new frames per LMDM window = 80 - overlap
-    sampling_steps: int = 10  # DDIM steps (guided LMDM calls) per window
+    mode: str = "online"  # "offline": frames once END has brought the whole clip (Ditto's offline loop)
+    overlap: int | None = None  # None: the mode's default (70 online, 10 offline); new frames per window = 80 - overlap
+    sampling_steps: int | None = None  # DDIM steps (guided LMDM calls) per window; None: 10 online, 50 offline
     seed: int = 0  # per-session noise seed
+    guidance_weight: float = 2.0  # classifier-free guidance: x0 = unc + w (cond - unc); Ditto fixes 2
     emotion: int | tuple = EMOTIONS.index("neutral")
     eye_open: tuple[float, float] | None = None  # None: the avatar's measured eye openness
     eye_ball: tuple[float, ...] | None = None  # None: the avatar's measured iris offsets (6)
@@ -62,10 +68,12 @@ class SessionOptions:
     jpeg_quality: int = 90
     output_max_size: int = 0  # long side of the output frames in pixels; 0 keeps the registered photo's size
 
+    _TYPES = {"overlap": int, "sampling_steps": int}  # where the default (None) does not tell the type
     _RANGES = {
-        "overlap": (40, 79),
+        "overlap": (1, 79),
         "sampling_steps": (1, 1000),
         "seed": (0, 2**63 - 1),
+        "guidance_weight": (0.0, 10.0),
         "smooth_k": (1, 31),
         "delta_pitch": (-90.0, 90.0),
         "delta_yaw": (-90.0, 90.0),
@@ -94,7 +102,7 @@ class SessionOptions:
             if name in cls._PARSERS:
                 values[name] = cls._PARSERS[name](value)
                 continue
-            want = type(getattr(cls, name))
+            want = cls._TYPES.get(name) or type(getattr(cls, name))
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if type(value) is not want:
@@ -108,6 +116,18 @@ class SessionOptions:
         if 0 < values.get("output_max_size", 0) < 16:
             raise OptionsError("session option 'output_max_size' must be 0 (the photo's size) or at least 16")
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise OptionsError(f"session option 'mode' must be one of {MODES}, got {self.mode!r}")
+        for name, value in MODE_DEFAULTS[self.mode].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.mode == "online" and self.overlap < ONLINE_MIN_OVERLAP:
+            raise OptionsError(
+                f"session option 'overlap'={self.overlap} is below {ONLINE_MIN_OVERLAP}: Ditto's online loop "
+                f"drops frames there; use {ONLINE_MIN_OVERLAP}..79 online, or mode 'offline'"
+            )
 
     @classmethod
     def from_json(cls, text: str | bytes | None) -> SessionOptions:

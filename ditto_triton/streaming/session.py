@@ -20,15 +20,30 @@ import numpy as np
 from PIL import Image
 
 from ditto_triton.chains import RENDER_CHAIN
-from ditto_triton.streaming.audio import FPS, WINDOW_SAMPLES, AudioChunker, features_from_encoding, frames_for_samples
+from ditto_triton.streaming.audio import (
+    FPS,
+    OFFLINE_PAST_SAMPLES,
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    AudioChunker,
+    features_from_encoding,
+    frames_for_samples,
+)
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.conditions import ConditionBuilder
-from ditto_triton.streaming.motion import MotionSettings, OnlineMotion
+from ditto_triton.streaming.motion import MotionSettings, OfflineMotion, OnlineMotion
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.putback import PutBack
 from ditto_triton.streaming.stages import Stages, infer_chain
 from ditto_triton.streaming.controls import FrameControls
 from ditto_triton.streaming.stitch import FrameControl, MotionStitcher
+
+
+OFFLINE_MAX_SECONDS = 600  # offline mode keeps the whole clip's features until END
+
+
+class OfflineClipTooLong(ValueError):
+    """More audio than an offline session keeps."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +74,12 @@ def silence_features(stages: Stages, rows: int) -> np.ndarray:
 
 
 def lmdm_step(
-    stages: Stages, x: np.ndarray, cond_frame: np.ndarray, cond: np.ndarray, t: np.ndarray
+    stages: Stages, guidance_weight: float, x: np.ndarray, cond_frame: np.ndarray, cond: np.ndarray, t: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """One guided LMDM call: (pred_noise, x_start)."""
-    out = stages.infer("lmdm", {"x": x, "cond_frame": cond_frame, "cond": cond.astype(np.float32), "time_cond": t})
+    inputs = {"x": x, "cond_frame": cond_frame, "cond": cond.astype(np.float32), "time_cond": t}
+    inputs["guidance_weight"] = np.full(t.shape, guidance_weight, np.float32)
+    out = stages.infer("lmdm", inputs)
     return out["pred_noise"], out["x_start"]
 
 
@@ -77,18 +94,30 @@ class StreamingSession:
     ) -> None:
         self.options = options
         self._stages = stages
-        settings = MotionSettings(overlap=options.overlap, steps=options.sampling_steps, smooth_k=options.smooth_k)
+        online = options.mode == "online"
+        settings = MotionSettings(
+            overlap=options.overlap,
+            steps=options.sampling_steps,
+            smooth_k=options.smooth_k,
+            online=online,
+            fix_kp_cond=1 if online else 0,  # Ditto's online cfg resets the condition each window; its code default does not
+        )
         rng = np.random.default_rng(options.seed)
-        silence = silence_features(stages, settings.overlap) if silence is None else silence[: settings.overlap]
         eye_open = avatar.eye_open if options.eye_open is None else np.asarray(options.eye_open, np.float32)
         eye_ball = avatar.eye_ball if options.eye_ball is None else np.asarray(options.eye_ball, np.float32)
         self.conditions = ConditionBuilder(options.emotion, eye_open, eye_ball, avatar.shape_condition)
         # functools.partial over the stages, not a bound method: the motion must not point back at the
         # session, or every ended session (frames, noise, avatar copies) waits for the cyclic GC.
-        lmdm = functools.partial(lmdm_step, stages)
-        self._motion = OnlineMotion(settings, lmdm, self.conditions, avatar.source_vector, silence, rng)
+        lmdm = functools.partial(lmdm_step, stages, options.guidance_weight)
+        self._motion: OnlineMotion | OfflineMotion
+        if online:
+            silence = silence_features(stages, settings.overlap) if silence is None else silence[: settings.overlap]
+            self._motion = OnlineMotion(settings, lmdm, self.conditions, avatar.source_vector, silence, rng)
+            self._chunker = AudioChunker()
+        else:
+            self._motion = OfflineMotion(settings, lmdm, self.conditions, avatar.source_vector, rng)
+            self._chunker = AudioChunker(OFFLINE_PAST_SAMPLES)
         self._avatar = avatar
-        self._chunker = AudioChunker()
         self._stitcher: MotionStitcher | None = None
         self._putback = PutBack(avatar.source_rgb, avatar.crop_to_source, render_size, max_size=options.output_max_size)
         self._controls = FrameControls()
@@ -109,11 +138,19 @@ class StreamingSession:
     def add_controls(self, entries: list) -> None:
         """Per-frame controls (see `controls.parse_controls`) for frames not yet released."""
         self._controls.add(entries, self.rows_out)
+        for frames, fields in entries:
+            if "eye_open" in fields:
+                self.conditions.set_eye_open(frames, fields["eye_open"])
 
     def feed(self, samples: np.ndarray) -> list[np.ndarray]:
         """Add 16 kHz mono float32 samples; return the motion rows now ready to render."""
         if self.ended:
             raise RuntimeError("audio after the end of the session")
+        if self.options.mode == "offline" and self._chunker.total_samples + np.size(samples) > OFFLINE_MAX_SECONDS * SAMPLE_RATE:
+            raise OfflineClipTooLong(
+                f"offline mode keeps the whole clip until END: at most {OFFLINE_MAX_SECONDS} s of audio; "
+                "use mode 'online' for longer streams"
+            )
         return self._release(self._motion.push(self._encode(self._chunker.push(samples))))
 
     def end(self) -> list[np.ndarray]:
@@ -184,9 +221,7 @@ class StreamingSession:
 
     def _encode(self, windows: list[np.ndarray]) -> np.ndarray:
         feats = [features_from_encoding(self._stages.infer("hubert", {"input_values": w[None]})["encoding_out"]) for w in windows]
-        if not feats:
-            return np.zeros((0, self._motion._features.shape[1]), np.float32)
-        return np.concatenate(feats)
+        return np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
 
 
 

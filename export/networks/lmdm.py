@@ -13,7 +13,8 @@ FF; each branch modulated by FiLM of the time + pooled-condition vector) -> fina
 
 `LMDMStep` is the exported stage: one classifier-free-guided step, both passes in one batch of 2B:
 
-    x (B,N,M), cond_frame (B,M), cond (B,N,C), time_cond (B,) int64  ->  pred_noise, x_start (B,N,M)
+    x (B,N,M), cond_frame (B,M), cond (B,N,C), time_cond (B,) int64, guidance_weight (B,)
+        ->  pred_noise, x_start (B,N,M)
 """
 
 from __future__ import annotations
@@ -279,7 +280,10 @@ class NoiseSchedule(nn.Module):
 
 
 class LMDMStep(nn.Module):
-    """The `lmdm` stage: one classifier-free-guided DDIM network call (x0 = unc + w·(cond − unc))."""
+    """The `lmdm` stage: one classifier-free-guided DDIM network call (x0 = unc + w·(cond − unc)).
+
+    The guidance weight w is a per-sample input (Ditto fixes it at 2 inside its graph), so sessions
+    with different weights still batch together; without it the config's weight applies."""
 
     def __init__(self, cfg: LMDMConfig) -> None:
         super().__init__()
@@ -288,9 +292,15 @@ class LMDMStep(nn.Module):
         self.guidance_weight = float(cfg.guidance_weight)
 
     def forward(
-        self, x: torch.Tensor, cond_frame: torch.Tensor, cond: torch.Tensor, time_cond: torch.Tensor
+        self,
+        x: torch.Tensor,
+        cond_frame: torch.Tensor,
+        cond: torch.Tensor,
+        time_cond: torch.Tensor,
+        guidance_weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch = x.shape[0]
+        weight = self.guidance_weight if guidance_weight is None else guidance_weight.reshape(-1, 1, 1)
         # The condition encoder only runs on the B conditional samples; the null pass uses learned tokens.
         cond_tokens, cond_hidden = self.model.encode_condition(cond)
         null_tokens, null_hidden = self.model.null_condition(batch)
@@ -302,5 +312,5 @@ class LMDMStep(nn.Module):
             torch.cat((time_cond, time_cond)),
         ).reshape(2, -1, self.model.seq_frames, self.model.motion_dim)
         unc, conditioned = x0[0], x0[1]
-        x_start = unc + (conditioned - unc) * self.guidance_weight
+        x_start = unc + (conditioned - unc) * weight
         return self.schedule.predict_noise(x, x_start, time_cond), x_start
