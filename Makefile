@@ -31,7 +31,7 @@ demo: $(EXPORT_DIR)/manifest.json
 		--max-size $(DEMO_MAX_SIZE)
 	@echo "video: out/demo.mp4   contact sheet: out/demo.png"
 
-$(EXPORT_DIR)/manifest.json: | setup
+$(EXPORT_DIR)/manifest.json: ditto_triton/stages.py ditto_triton/profiles.py | setup
 	$(BIN)/ditto-export --profile $(PROFILE) --weights $(WEIGHTS) --out $(EXPORT_DIR) --timing 5
 
 export: setup

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = json.loads(args.measurements.read_text())
         measured = measured.get("measured", measured)
     else:
-        from ditto_triton.benchmarks.exports import ensure_export
+        from ditto_triton.export.current import ensure_export
         from ditto_triton.client import load_audio
 
         try:

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresholds", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from ditto_triton.benchmarks.exports import ensure_export
+    from ditto_triton.export.current import ensure_export
     from ditto_triton.client import load_audio
 
     thresholds = load_thresholds(args.thresholds)

@@ -30,7 +30,7 @@ from typing import Any
 
 from ditto_triton.benchmarks import provenance
 from ditto_triton.benchmarks.criteria import load_thresholds
-from ditto_triton.benchmarks.exports import ensure_export
+from ditto_triton.export.current import ensure_export
 from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_server
 from ditto_triton.benchmarks.report import RESULTS_ROOT, results_dir, write_report
 from ditto_triton.benchmarks.session_stats import aggregate, summarize

@@ -37,7 +37,9 @@ SYNTHETIC_NOTE = (
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ditto-render", description=__doc__.split("\n\n")[0])
-    p.add_argument("--image", type=Path, required=True, help="portrait (any format Pillow reads)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", type=Path, help="portrait (any format Pillow reads)")
+    source.add_argument("--video", type=Path, help="a short video of the face (MP4/MOV/WebM/MKV/AVI) to animate instead of a photo")
     p.add_argument("--audio", type=Path, required=True, help="speech (WAV/FLAC/OGG/MP3, any rate, mono or stereo)")
     p.add_argument("--out", type=Path, required=True, help="output .mp4")
     p.add_argument("--url", default=None, help="gRPC address of a running server (default: start one)")
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-size", type=int, help="long-side cap of the photo (default 1920)")
     r.add_argument("--crop-scale", type=float, help="crop size / face size (default 2.3)")
     r.add_argument("--crop-vy-ratio", type=float, help="vertical crop shift (default -0.125)")
+    r.add_argument("--max-frames", type=int, help="video: frames registered from its start (default 100)")
     return p
 
 
@@ -78,13 +81,14 @@ def _pick(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
 
 @contextlib.contextmanager
 def embedded_server(args: argparse.Namespace, console: Console) -> Iterator[str]:
-    from ditto_triton.export.manifest import MANIFEST_NAME
+    from ditto_triton.export.current import stale_reason
     from ditto_triton.model_repository.render import render_repository
     from ditto_triton.model_repository.server import TritonServer
 
     export = args.export_dir or Path("out/export") / args.profile
-    if not (export / MANIFEST_NAME).is_file():
-        console.print(f"exporting the {args.profile} networks to {export} (once) ...")
+    reason = stale_reason(export, args.profile)
+    if reason is not None:
+        console.print(f"exporting the {args.profile} networks to {export} ({reason}) ...")
         from ditto_triton.export.pipeline import ExportOptions, export_all
         from ditto_triton.profiles import get_profile
 
@@ -137,10 +141,13 @@ def late_frames(frames: list[ReceivedFrame]) -> int:
 def render(args: argparse.Namespace, url: str, console: Console) -> dict:
     audio16 = load_audio(args.audio)
     original, rate = sf.read(str(args.audio), dtype="float32", always_2d=False)
-    image = args.image.read_bytes()
     expected = -(-audio16.size // 640)
     with DittoClient(url, timeout_s=args.timeout) as client:
-        avatar = client.register_avatar(image, _pick(args, ("max_size", "crop_scale", "crop_vy_ratio")))
+        registration = _pick(args, ("max_size", "crop_scale", "crop_vy_ratio", "max_frames"))
+        if args.video:
+            avatar = client.register_video(args.video.read_bytes(), registration)
+        else:
+            avatar = client.register_avatar(args.image.read_bytes(), registration)
         options = {**_cfg_options(args, console), **_pick(args, SESSION_FLAGS), **_generic_options(args.option)}
         controls = json.loads(args.controls.read_text()) if args.controls else None
         writer = Mp4Writer(args.out, original, rate)
@@ -176,7 +183,7 @@ def render(args: argparse.Namespace, url: str, console: Console) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)  # one summary line, never wrapped mid-number
-    for path in (args.image, args.audio):
+    for path in (args.image or args.video, args.audio):
         if not path.is_file():
             console.print(f"error: {path}: no such file")
             return 2

@@ -240,7 +240,16 @@ class DittoClient:
 
     def register_avatar(self, image: bytes, options: dict | None = None) -> str:
         """Register an encoded portrait (JPEG/PNG/...); returns its avatar id."""
-        inputs = [_bytes_input("image", image, batched=False)]
+        return self._register("image", image, options)
+
+    def register_video(self, video: bytes, options: dict | None = None) -> str:
+        """Register an encoded video (MP4/MOV/WebM/MKV/AVI); returns its avatar id. Frames then use
+        the video's frames, forwards and backwards as long as the audio lasts, with its own head
+        motion and generated lips (registration option `max_frames`, default 100)."""
+        return self._register("video", video, options)
+
+    def _register(self, kind: str, data: bytes, options: dict | None) -> str:
+        inputs = [_bytes_input(kind, data, batched=False)]
         if options:
             inputs.append(_bytes_input("options", json.dumps(options).encode(), batched=False))
         try:

@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ditto_triton.export.current import stale_reason
 from ditto_triton.export.manifest import MANIFEST_NAME, read_manifest
 from ditto_triton.model_repository import gpu_flavors
 from ditto_triton.model_repository.render import FLAVORS, render_repository
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     profile = read_manifest(args.export)["profile"]
+    reason = stale_reason(args.export, profile)
+    if reason is not None:
+        print(f"ditto-serve: {reason}; export it again (ditto-export --profile {profile} ... --out {args.export})", file=sys.stderr)
+        return 2
     repo = args.repo or Path("out/model_repository") / f"{profile}-{args.flavor}"
     try:
         render_repository(

@@ -31,25 +31,26 @@ def motion_info_size(profile: Profile) -> int:
 
 
 def avatar_registry_config(profile: Profile) -> pbtxt.ModelConfig:
-    """Register a source photo once (crop, f_s, motion, eyes); look a registered avatar up by id.
+    """Register a source photo or video once (crop, f_s, motion, eyes); look a registered avatar up by id.
 
-    Inputs (all optional, [1] each, no batching): `image` encoded image bytes, `avatar_id`, `options`
-    (JSON). Outputs: `avatar_id`, `source_rgb` H×W×3 uint8, `crop_to_source` 3×3 affine, `f_s`
-    C×D×H×W, `motion_info` 1×328, `eye_open` 1×2, `eye_ball` 1×6.
+    Inputs (all optional, [1] each, no batching): `image` encoded image bytes or `video` encoded
+    video bytes, `avatar_id`, `options` (JSON). Outputs, one row per source frame (n = 1 for a
+    photo): `avatar_id`, `source_rgb` n×H×W×3 uint8, `crop_to_source` n×3×3 affine, `f_s`
+    n×C×D×H×W, `motion_info` n×328, `eye_open` n×2, `eye_ball` n×6.
     """
     config = pbtxt.ModelConfig(name=AVATAR_REGISTRY, backend="python", max_batch_size=0)
     config.input.extend(
-        pbtxt.tensor_input(name, _STR, [1], optional=True) for name in ("image", "avatar_id", "options")
+        pbtxt.tensor_input(name, _STR, [1], optional=True) for name in ("image", "video", "avatar_id", "options")
     )
     config.output.extend(
         [
             pbtxt.tensor_output("avatar_id", _STR, [1]),
-            pbtxt.tensor_output("source_rgb", _U8, [-1, -1, 3]),
-            pbtxt.tensor_output("crop_to_source", _F32, [3, 3]),
-            pbtxt.tensor_output("f_s", _F32, list(profile.appearance.feature_shape)),
-            pbtxt.tensor_output("motion_info", _F32, [1, motion_info_size(profile)]),
-            pbtxt.tensor_output("eye_open", _F32, [1, profile.lmdm.EYE_OPEN_DIM]),
-            pbtxt.tensor_output("eye_ball", _F32, [1, profile.lmdm.EYE_BALL_DIM]),
+            pbtxt.tensor_output("source_rgb", _U8, [-1, -1, -1, 3]),
+            pbtxt.tensor_output("crop_to_source", _F32, [-1, 3, 3]),
+            pbtxt.tensor_output("f_s", _F32, [-1, *profile.appearance.feature_shape]),
+            pbtxt.tensor_output("motion_info", _F32, [-1, motion_info_size(profile)]),
+            pbtxt.tensor_output("eye_open", _F32, [-1, profile.lmdm.EYE_OPEN_DIM]),
+            pbtxt.tensor_output("eye_ball", _F32, [-1, profile.lmdm.EYE_BALL_DIM]),
         ]
     )
     pbtxt.set_parameters(config, {"profile": profile.name, "cache_size": "64"})

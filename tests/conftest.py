@@ -74,3 +74,25 @@ def triton_server_factory(tiny_export, tmp_path_factory):
 def triton_stage_server(triton_server_factory):
     """One server per test module with every stage and the ensembles (no service models)."""
     return triton_server_factory(include_services=False)
+
+
+@pytest.fixture(scope="session")
+def portrait_video(portrait, tmp_path_factory) -> bytes:
+    """A 12-frame MP4 of the sample portrait (fitted to 512 px) drifting right by 6 px a frame:
+    a source video whose frames can be told apart."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ditto_triton.client.video import Mp4Writer
+
+    photo = Image.open(io.BytesIO(portrait)).convert("RGB")
+    photo.thumbnail((512, 512))
+    rgb = np.asarray(photo)[: photo.height // 2 * 2, : photo.width // 2 * 2]
+    path = tmp_path_factory.mktemp("video") / "portrait.mp4"
+    writer = Mp4Writer(path, crf=10)
+    for i in range(12):
+        writer.add(np.ascontiguousarray(np.roll(rgb, 6 * i, axis=1)))
+    writer.close()
+    return path.read_bytes()

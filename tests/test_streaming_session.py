@@ -77,7 +77,7 @@ def test_frames_change_only_inside_the_face_box(stages, avatar, silence):
     frames = run(stages, avatar, silence, speech(0.5))
     outside = frames[0].rgb.copy()
     outside[40:200, 80:240] = 0
-    photo = avatar.source_rgb.copy()
+    photo = avatar.source_rgb[0].copy()
     photo[40:200, 80:240] = 0
     np.testing.assert_array_equal(outside, photo)
 

@@ -16,6 +16,10 @@ class ImageDecodeError(AvatarError):
     """The bytes are empty, not an image in a supported format, or a damaged/truncated image."""
 
 
+class VideoDecodeError(AvatarError):
+    """The bytes are not a video PyAV can decode, or it has no decodable video frames."""
+
+
 class ImageTooLargeError(AvatarError):
     """The encoded data or the image it declares (width x height) exceeds the configured limits."""
 

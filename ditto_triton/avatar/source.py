@@ -1,4 +1,5 @@
-"""Register a source portrait: bytes -> fitted RGB, Ditto face crop, M_c2o and eye conditions.
+"""Register a source portrait or video: bytes -> fitted RGB, Ditto face crop, M_c2o and eye conditions
+(one `AvatarSource` per source frame).
 
 `prepare_source` is Ditto's per-image registration up to (not including) the appearance and motion
 extractors (architecture reference, section 7): decode, fit to the size cap, find the largest face,
@@ -21,10 +22,11 @@ import cv2
 import numpy as np
 
 from ditto_triton.avatar.crop import crop_face, transform_points
-from ditto_triton.avatar.errors import InvalidOptionsError
+from ditto_triton.avatar.errors import InvalidOptionsError, NoFaceError
 from ditto_triton.avatar.eyes import eye_features
 from ditto_triton.avatar.face import FaceBox, detect_face, landmarks_in_box
 from ditto_triton.avatar.image_io import decode_image, fit_source
+from ditto_triton.avatar.video import MAX_VIDEO_FRAMES, decode_video
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +50,18 @@ class CropOptions:
             [-0.5, 0.5]; negative moves the crop toward the forehead (Ditto: -0.125).
         crop_rotate: de-roll the crop (Ditto's `crop_flag_do_rot`).
         max_size: long-side cap of the source image in pixels, in [64, 4096] (Ditto: 1920).
+        max_frames: a video's frames registered from its start, in [1, 1000] (Ditto's
+            template_n_frames; it takes all by default, but f_s is 8 MiB per frame at full size).
+        source_smooth_k: width of the temporal mean filter over a video's motion-extractor
+            outputs, in [1, 31] (Ditto's smo_k_s: 13).
     """
 
     crop_scale: float = 2.3
     crop_vy_ratio: float = -0.125
     crop_rotate: bool = True
     max_size: int = 1920
+    max_frames: int = 100
+    source_smooth_k: int = 13
 
     def __post_init__(self) -> None:
         _check_number("crop_scale", self.crop_scale, 1.0, 4.0)
@@ -64,6 +72,10 @@ class CropOptions:
             raise InvalidOptionsError(f"max_size must be an int, got {self.max_size!r}")
         if not 64 <= self.max_size <= 4096:
             raise InvalidOptionsError(f"max_size must be in [64, 4096], got {self.max_size}")
+        for name, (low, high) in {"max_frames": (1, MAX_VIDEO_FRAMES), "source_smooth_k": (1, 31)}.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise InvalidOptionsError(f"{name} must be an int in [{low}, {high}], got {value!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> CropOptions:
@@ -134,16 +146,53 @@ def prepare_source(data: bytes, options: CropOptions = CropOptions()) -> AvatarS
         NoFaceError: no face in the image.
     """
     rgb = fit_source(decode_image(data), options.max_size)
-    face = detect_face(rgb)
+    return _source_from_face(rgb, detect_face(rgb).px, options)
+
+
+def prepare_video_sources(data: bytes, options: CropOptions = CropOptions()) -> list[AvatarSource]:
+    """Decode a source video and crop every frame (up to `options.max_frames`), as Ditto does: the
+    face is detected in frame 0 and then followed from each frame's landmarks to the next (FaceMesh
+    in the previous face's box; a fresh detection when that fails; the previous landmarks when the
+    face is lost for a frame).
+
+    Raises:
+        VideoDecodeError, ImageTooLargeError: see `decode_video`.
+        NoFaceError: no face in the first frame.
+    """
+    frames = decode_video(data, options.max_frames, options.max_size)
+    try:
+        landmarks = detect_face(frames[0]).px
+    except NoFaceError:
+        raise NoFaceError("no face was found in the video's first frame") from None
+    sources = []
+    for index, rgb in enumerate(frames):
+        if index:
+            landmarks = _track(rgb, landmarks, index)
+        sources.append(_source_from_face(rgb, landmarks, options))
+    return sources
+
+
+def _track(rgb: np.ndarray, previous: np.ndarray, index: int) -> np.ndarray:
+    found = landmarks_in_box(rgb, FaceBox.around(previous))
+    if found is not None:
+        return found.px
+    try:
+        return detect_face(rgb).px
+    except NoFaceError:
+        logger.warning("video frame %d: face lost, keeping the previous frame's landmarks", index)
+        return previous
+
+
+def _source_from_face(rgb: np.ndarray, face_px: np.ndarray, options: CropOptions) -> AvatarSource:
     crop, m_c2o = crop_face(
         rgb,
-        face.px,
+        face_px,
         dsize=CROP_SIZE,
         scale=options.crop_scale,
         vy_ratio=options.crop_vy_ratio,
         rotate=options.crop_rotate,
     )
-    eye_open, eye_ball = eye_features(_crop_landmarks(crop, face.px, m_c2o))
+    eye_open, eye_ball = eye_features(_crop_landmarks(crop, face_px, m_c2o))
     return AvatarSource(rgb=rgb, crop=crop, M_c2o=m_c2o, eye_open=eye_open, eye_ball=eye_ball)
 
 
@@ -158,3 +207,14 @@ def _crop_landmarks(crop: np.ndarray, lmk_px: np.ndarray, m_c2o: np.ndarray) -> 
     scale = math.sqrt(abs(np.linalg.det(m_o2c[:2, :2])))
     z = lmk_px[:, 2:3].astype(np.float64) * scale
     return np.concatenate([mapped, z], axis=1) / CROP_SIZE
+
+
+def stack_sources(sources: list[AvatarSource], extractor_size: int) -> dict[str, np.ndarray]:
+    """The per-frame arrays of registered source frames, one row each (`extract_features`' inputs)."""
+    return {
+        "extractor_input": np.concatenate([s.extractor_input(extractor_size) for s in sources]),
+        "eye_open": np.concatenate([s.eye_open for s in sources]),
+        "eye_ball": np.concatenate([s.eye_ball for s in sources]),
+        "source_rgb": np.stack([s.rgb for s in sources]),
+        "crop_to_source": np.stack([s.M_c2o for s in sources]),
+    }

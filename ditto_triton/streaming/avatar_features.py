@@ -1,4 +1,8 @@
-"""What a streaming session needs of a registered avatar (reference §7.4), and how it is computed."""
+"""What a streaming session needs of a registered avatar (reference §7.4, §7.5), and how it is computed.
+
+Every field has one row per source frame: one for a photo, n for a video. Generated frame g uses
+source frame `mirror_index(g, n)` (the video plays forwards, then backwards, and so on).
+"""
 
 from __future__ import annotations
 
@@ -6,56 +10,99 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ditto_triton.streaming.conditions import mirror_index
 from ditto_triton.streaming.motion_vector import MOTION_KEYS, info_to_vector, pack_info, unpack_info
 from ditto_triton.streaming.stages import Stages
+
+SOURCE_SMOOTH_K = 13  # Ditto's smo_k_s: temporal mean filter on a video's motion-extractor outputs
 
 
 @dataclass(frozen=True)
 class AvatarFeatures:
-    f_s: np.ndarray  # (1, C, D, H, W) appearance feature volume
-    motion_info: np.ndarray  # (1, 328) motion extractor outputs packed in MOTION_KEYS order
-    eye_open: np.ndarray  # (1, 2)
-    eye_ball: np.ndarray  # (1, 6)
-    source_rgb: np.ndarray  # (H, W, 3) uint8, the photo frames are pasted into
-    crop_to_source: np.ndarray  # (3, 3) 512-crop pixels -> photo pixels
+    f_s: np.ndarray  # (n, C, D, H, W) appearance feature volumes
+    motion_info: np.ndarray  # (n, 328) motion extractor outputs packed in MOTION_KEYS order
+    eye_open: np.ndarray  # (n, 2)
+    eye_ball: np.ndarray  # (n, 6)
+    source_rgb: np.ndarray  # (n, H, W, 3) uint8, the frames rendered faces are pasted into; (H, W, 3) for one
+    crop_to_source: np.ndarray  # (n, 3, 3) 512-crop pixels -> source pixels; (3, 3) for one
+
+    def __post_init__(self) -> None:
+        if self.source_rgb.ndim == 3:
+            object.__setattr__(self, "source_rgb", self.source_rgb[None])
+        object.__setattr__(self, "crop_to_source", np.asarray(self.crop_to_source, np.float32).reshape(-1, 3, 3))
+        counts = {name: getattr(self, name).shape[0] for name in ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")}
+        if len(set(counts.values())) != 1:
+            raise ValueError(f"avatar features disagree on the number of source frames: {counts}")
+
+    @property
+    def frames(self) -> int:
+        """Source frames: 1 for a photo."""
+        return self.f_s.shape[0]
+
+    @property
+    def is_video(self) -> bool:
+        return self.frames > 1
+
+    def source_index(self, frame: int | np.ndarray) -> int | np.ndarray:
+        """The source frame generated frame(s) `frame` use."""
+        index = mirror_index(np.asarray(frame), self.frames)
+        return int(index) if index.ndim == 0 else index
+
+    def info_at(self, source: int) -> dict[str, np.ndarray]:
+        return unpack_info(self.motion_info[source])
 
     @property
     def info(self) -> dict[str, np.ndarray]:
-        return unpack_info(self.motion_info)
+        """Source frame 0's motion info."""
+        return self.info_at(0)
 
     @property
     def source_vector(self) -> np.ndarray:
-        """(265,) motion vector of the source: the first LMDM window's motion condition."""
+        """(265,) motion vector of source frame 0: the first LMDM window's motion condition."""
         return info_to_vector(self.info)
 
     @property
     def shape_condition(self) -> np.ndarray:
-        """sc (63,): the source's canonical keypoints."""
+        """sc (63,): source frame 0's canonical keypoints."""
         return self.info["kp"].reshape(-1)
+
+
+def smooth_over_frames(rows: np.ndarray, k: int) -> np.ndarray:
+    """Centred moving average of width k along axis 0, the window clipped at both ends."""
+    if k <= 1 or rows.shape[0] < 2:
+        return rows
+    half, n = k // 2, rows.shape[0]
+    sums = np.concatenate([np.zeros((1, *rows.shape[1:]), np.float64), np.cumsum(rows, axis=0, dtype=np.float64)])
+    lo, hi = np.maximum(np.arange(n) - half, 0), np.minimum(np.arange(n) + half + 1, n)
+    return ((sums[hi] - sums[lo]) / (hi - lo).reshape(-1, *[1] * (rows.ndim - 1))).astype(rows.dtype)
 
 
 def extract_features(
     stages: Stages, extractor_input: np.ndarray, eye_open: np.ndarray, eye_ball: np.ndarray,
-    source_rgb: np.ndarray, crop_to_source: np.ndarray,
+    source_rgb: np.ndarray, crop_to_source: np.ndarray, smooth_k: int = SOURCE_SMOOTH_K, batch: int = 8,
 ) -> AvatarFeatures:
-    """Run the appearance and motion extractors on the (1, 3, S, S) crop and bundle the results."""
-    outputs = {
-        **stages.infer("appearance_extractor", {"image": extractor_input}),
-        **stages.infer("motion_extractor", {"image": extractor_input}),
-    }
-    return features_from_extractors(outputs, eye_open, eye_ball, source_rgb, crop_to_source)
+    """Run the appearance and motion extractors on the (n, 3, S, S) crops and bundle the results."""
+    parts = []
+    for start in range(0, extractor_input.shape[0], batch):
+        image = {"image": np.ascontiguousarray(extractor_input[start : start + batch])}
+        parts.append({**stages.infer("appearance_extractor", image), **stages.infer("motion_extractor", image)})
+    outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return features_from_extractors(outputs, eye_open, eye_ball, source_rgb, crop_to_source, smooth_k)
 
 
 def features_from_extractors(
     outputs: dict[str, np.ndarray], eye_open: np.ndarray, eye_ball: np.ndarray,
-    source_rgb: np.ndarray, crop_to_source: np.ndarray,
+    source_rgb: np.ndarray, crop_to_source: np.ndarray, smooth_k: int = SOURCE_SMOOTH_K,
 ) -> AvatarFeatures:
-    """Bundle the extractors' outputs (`pred` and the motion keys, batch 1) with the crop's data."""
+    """Bundle the extractors' outputs (`pred` and the motion keys, one row per source frame) with the
+    crops' data; a video's motion info is mean-filtered over time (f_s and the crops are not), as Ditto does."""
+    n = outputs["pred"].shape[0]
+    motion = np.concatenate([pack_info({k: outputs[k][i : i + 1] for k in MOTION_KEYS}) for i in range(n)])
     return AvatarFeatures(
         f_s=np.ascontiguousarray(outputs["pred"], np.float32),
-        motion_info=pack_info({k: outputs[k] for k in MOTION_KEYS}),
-        eye_open=np.asarray(eye_open, np.float32).reshape(1, 2),
-        eye_ball=np.asarray(eye_ball, np.float32).reshape(1, 6),
+        motion_info=smooth_over_frames(motion, smooth_k),
+        eye_open=np.asarray(eye_open, np.float32).reshape(n, 2),
+        eye_ball=np.asarray(eye_ball, np.float32).reshape(n, 6),
         source_rgb=np.ascontiguousarray(source_rgb, np.uint8),
-        crop_to_source=np.asarray(crop_to_source, np.float32).reshape(3, 3),
+        crop_to_source=np.asarray(crop_to_source, np.float32).reshape(n, 3, 3),
     )

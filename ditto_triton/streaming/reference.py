@@ -16,14 +16,16 @@ from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSes
 from ditto_triton.streaming.stages import Stages
 
 
-def register_avatar(stages: Stages, image: bytes, extractor_size: int, crop_options: dict | None = None) -> AvatarFeatures:
-    """Face detection, Ditto's crop, eye features and the two extractors, as the server's registry does."""
-    from ditto_triton.avatar.source import CropOptions, prepare_source
+def register_avatar(
+    stages: Stages, data: bytes, extractor_size: int, crop_options: dict | None = None, video: bool = False
+) -> AvatarFeatures:
+    """Face detection, Ditto's crop, eye features and the two extractors, as the server's registry
+    does; `data` is an encoded photo, or a video with `video`."""
+    from ditto_triton.avatar.source import CropOptions, prepare_source, prepare_video_sources, stack_sources
 
-    source = prepare_source(image, CropOptions.from_dict(crop_options or {}))
-    return extract_features(
-        stages, source.extractor_input(extractor_size), source.eye_open, source.eye_ball, source.rgb, source.M_c2o
-    )
+    options = CropOptions.from_dict(crop_options or {})
+    sources = prepare_video_sources(data, options) if video else [prepare_source(data, options)]
+    return extract_features(stages, **stack_sources(sources, extractor_size), smooth_k=options.source_smooth_k)
 
 
 def render_audio(

@@ -119,7 +119,10 @@ class StreamingSession:
             self._chunker = AudioChunker(OFFLINE_PAST_SAMPLES)
         self._avatar = avatar
         self._stitcher: MotionStitcher | None = None
-        self._putback = PutBack(avatar.source_rgb, avatar.crop_to_source, render_size, max_size=options.output_max_size)
+        self._render_size = render_size
+        # A photo's put-back (mask, background) is made once; a video's differs per source frame and is
+        # made per frame (caching n of them would hold n backgrounds per session).
+        self._putback = None if avatar.is_video else self._make_putback(0)
         self._controls = FrameControls()
         self._held: list[np.ndarray] = []  # the last fade_out rows, released once the end is known
         self.rows_out = 0
@@ -190,11 +193,15 @@ class StreamingSession:
     def render_crops(self, rows: list[np.ndarray]) -> list[RenderedCrop]:
         """The networks' part of `render_batch`: the rendered face crops, not yet pasted back."""
         first = self.frames_rendered
-        stitcher = self.stitcher
-        pairs = [stitcher.keypoints(row, self.frame_control(first + k)) for k, row in enumerate(rows)]
+        stitcher, avatar = self.stitcher, self._avatar
+        sources = [avatar.source_index(first + k) for k in range(len(rows))]
+        pairs = [stitcher.keypoints(row, self.frame_control(first + k), sources[k]) for k, row in enumerate(rows)]
         x_s = np.concatenate([p[0] for p in pairs])
         x_d = np.concatenate([p[1] for p in pairs])
-        f_s = np.repeat(self._avatar.f_s, len(rows), axis=0) if len(rows) > 1 else self._avatar.f_s
+        if avatar.is_video:
+            f_s = avatar.f_s[sources]
+        else:
+            f_s = np.repeat(avatar.f_s, len(rows), axis=0) if len(rows) > 1 else avatar.f_s
         renders = infer_chain(self._stages, RENDER_CHAIN, {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d})["output"]
         self.frames_rendered += len(renders)
         return [RenderedCrop(first + k, render) for k, render in enumerate(renders)]
@@ -207,17 +214,23 @@ class StreamingSession:
                 raise RuntimeError("no motion generated yet")
             o = self.options
             deltas = {"delta_pitch": o.delta_pitch, "delta_yaw": o.delta_yaw, "delta_roll": o.delta_roll}
-            self._stitcher = MotionStitcher(self._avatar.info, self._motion.d0, deltas, relative=o.relative)
+            infos = [self._avatar.info_at(i) for i in range(self._avatar.frames)]
+            self._stitcher = MotionStitcher(infos, self._motion.d0, deltas, relative=o.relative)
         return self._stitcher
 
     def driving_info(self, index: int, row: np.ndarray) -> dict[str, np.ndarray]:
         """What frame `index` (motion `row`) drives, controls and fades applied (for inspection and tests;
         peeks at the frame's controls without consuming them)."""
-        return self.stitcher.driving_info(row, self.frame_control(index, consume=False))
+        return self.stitcher.driving_info(row, self.frame_control(index, consume=False), self._avatar.source_index(index))
 
     def compose(self, crop: RenderedCrop) -> Frame:
-        """Paste a rendered crop back into the source photo (feathered)."""
-        return Frame(index=crop.index, pts_s=crop.index / FPS, rgb=self._putback(crop.render))
+        """Paste a rendered crop back into its source frame (feathered)."""
+        putback = self._putback or self._make_putback(self._avatar.source_index(crop.index))
+        return Frame(index=crop.index, pts_s=crop.index / FPS, rgb=putback(crop.render))
+
+    def _make_putback(self, source: int) -> PutBack:
+        a = self._avatar
+        return PutBack(a.source_rgb[source], a.crop_to_source[source], self._render_size, max_size=self.options.output_max_size)
 
     def _encode(self, windows: list[np.ndarray]) -> np.ndarray:
         feats = [features_from_encoding(self._stages.infer("hubert", {"input_values": w[None]})["encoding_out"]) for w in windows]

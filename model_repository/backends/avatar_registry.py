@@ -1,9 +1,10 @@
 """Avatar registration and lookup (python backend).
 
-Register: `image` (encoded bytes) [+ `options` JSON crop options] -> `avatar_id`. The face is found
-with mediapipe, cropped as Ditto does, and the appearance and motion extractors run by BLS; the
-result stays in a bounded server-side cache. Lookup: `avatar_id` -> the cached features, which is
-how the orchestrator opens a session.
+Register: `image` (encoded photo) or `video` (encoded clip) [+ `options` JSON registration
+options] -> `avatar_id`. The face is found with mediapipe (and followed through a video's frames),
+cropped as Ditto does, and the appearance and motion extractors run by BLS; the result stays in a
+bounded server-side cache. Lookup: `avatar_id` -> the cached features, one row per source frame,
+which is how the orchestrator opens a session.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import triton_python_backend_utils as pb_utils
 
 from ditto_triton.avatar.cache import AvatarCache, avatar_id, check_avatar_id
 from ditto_triton.avatar.errors import AvatarError
-from ditto_triton.avatar.source import CropOptions, prepare_source
+from ditto_triton.avatar.source import CropOptions, prepare_source, prepare_video_sources, stack_sources
 from ditto_triton.model_repository.backends.bls_stages import StageCallError, bls_infer
 from ditto_triton.model_repository.backends.requests import RequestError, model_settings, optional_bytes, optional_text
 from ditto_triton.profiles import get_profile
@@ -23,6 +24,7 @@ from ditto_triton.streaming.avatar_features import AvatarFeatures, features_from
 from ditto_triton.streaming.motion_vector import MOTION_KEYS
 
 EXTRACTOR_OUTPUTS = ["pred", *MOTION_KEYS]
+EXTRACTOR_BATCH = 8
 
 
 class TritonPythonModel:
@@ -44,27 +46,34 @@ class TritonPythonModel:
         return responses
 
     def _handle(self, request):
-        image = optional_bytes(request, "image")
-        if image is not None:
-            return self._register(image, optional_text(request, "options"))
+        image, video = optional_bytes(request, "image"), optional_bytes(request, "video")
+        if image is not None and video is not None:
+            raise RequestError("send either 'image' or 'video', not both")
+        if image is not None or video is not None:
+            return self._register(image if video is None else video, optional_text(request, "options"), video is not None)
         key = optional_text(request, "avatar_id")
         if key is None:
-            raise RequestError("send 'image' (encoded JPEG/PNG bytes) to register, or 'avatar_id' to look one up")
+            raise RequestError("send 'image' (encoded JPEG/PNG bytes) or 'video' (MP4/WebM/...) to register, or 'avatar_id' to look one up")
         return self._lookup(check_avatar_id(key), request.requested_output_names())
 
-    def _register(self, image: bytes, options_text: str | None):
+    def _register(self, data: bytes, options_text: str | None, is_video: bool):
         try:
             raw = json.loads(options_text) if options_text else {}
         except json.JSONDecodeError as exc:
             raise RequestError(f"registration options are not valid JSON: {exc}") from exc
         options = CropOptions.from_dict(raw)
-        key = avatar_id(image, raw, self.profile.name)
+        key = avatar_id(data, {**raw, "video": True} if is_video else raw, self.profile.name)
         if key not in self.cache:
-            source = prepare_source(image, options)
+            sources = prepare_video_sources(data, options) if is_video else [prepare_source(data, options)]
+            stacked = stack_sources(sources, self.profile.appearance.image_size)
+            crops = stacked.pop("extractor_input")
             # The `extractors` ensemble runs both networks in one call, with no Python in between.
-            outputs = bls_infer("extractors", {"image": source.extractor_input(self.profile.appearance.image_size)}, EXTRACTOR_OUTPUTS)
-            features = features_from_extractors(outputs, source.eye_open, source.eye_ball, source.rgb, source.M_c2o)
-            self.cache.put(key, features)
+            parts = [
+                bls_infer("extractors", {"image": crops[i : i + EXTRACTOR_BATCH]}, EXTRACTOR_OUTPUTS)
+                for i in range(0, crops.shape[0], EXTRACTOR_BATCH)
+            ]
+            outputs = {name: np.concatenate([p[name] for p in parts]) for name in EXTRACTOR_OUTPUTS}
+            self.cache.put(key, features_from_extractors(outputs, **stacked, smooth_k=options.source_smooth_k))
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("avatar_id", np.array([key.encode()], dtype=object))])
 
     def _lookup(self, key: str, requested: list[str]):
@@ -73,7 +82,7 @@ class TritonPythonModel:
             "avatar_id": np.array([key.encode()], dtype=object),
             "source_rgb": features.source_rgb,
             "crop_to_source": features.crop_to_source,
-            "f_s": features.f_s[0],
+            "f_s": features.f_s,
             "motion_info": features.motion_info,
             "eye_open": features.eye_open,
             "eye_ball": features.eye_ball,

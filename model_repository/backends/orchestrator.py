@@ -124,10 +124,7 @@ class TritonPythonModel:
             out = bls_infer("avatar_registry", {"avatar_id": np.array([avatar_id.encode()], dtype=object)}, list(AVATAR_FIELDS))
         except StageCallError as exc:
             raise RequestError(str(exc).removeprefix("avatar_registry: ")) from None
-        return AvatarFeatures(
-            f_s=out["f_s"][None], motion_info=out["motion_info"], eye_open=out["eye_open"], eye_ball=out["eye_ball"],
-            source_rgb=out["source_rgb"], crop_to_source=out["crop_to_source"],
-        )
+        return AvatarFeatures(**{name: out[name] for name in AVATAR_FIELDS})
 
     def _silence_features(self) -> np.ndarray:
         with self._silence_lock:

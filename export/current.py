@@ -1,4 +1,8 @@
-"""The export a benchmark measures: reused when it matches the current profile, made otherwise."""
+"""Whether an export still matches the code (profile sizes, stage I/O, files), and making one that does.
+
+The CLI's embedded server, `ditto-serve` and the benchmarks use it, so an export left over from an
+older version is re-made (synthetic weights) or refused with the reason (real weights), never served
+with tensors the configs no longer declare."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from ditto_triton.export.manifest import read_manifest
+from ditto_triton.export.manifest import read_manifest, tensor_entry
 from ditto_triton.profiles import get_profile
+from ditto_triton.stages import stage_specs
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +30,14 @@ def stale_reason(export_dir: Path, profile_name: str) -> str | None:
     current = json.loads(json.dumps(asdict(get_profile(profile_name))))
     if manifest.get("profile_config") != current:
         return f"{export_dir} was exported with other {profile_name} sizes than the current profile"
+    specs = stage_specs(get_profile(profile_name))
+    changed = [
+        name for name, entry in manifest["stages"].items()
+        if name in specs and (entry.get("inputs"), entry.get("outputs"))
+        != ([tensor_entry(t) for t in specs[name].inputs], [tensor_entry(t) for t in specs[name].outputs])
+    ]
+    if changed:
+        return f"{export_dir} was exported with other inputs or outputs of {changed} than this version declares"
     missing = [e["file"] for e in manifest["stages"].values() if not (Path(export_dir) / e["file"]).is_file()]
     if missing:
         return f"{export_dir} lacks {missing}"
