@@ -6,7 +6,7 @@ PROFILE ?= tiny
 WEIGHTS ?= synthetic
 EXPORT_DIR ?= out/export/$(PROFILE)
 
-.PHONY: setup demo export serve test test-slow lock clean bench bench-gate soak
+.PHONY: setup demo export serve test test-slow lock clean bench bench-gate soak live
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ $(EXPORT_DIR)/manifest.json: ditto_triton/stages.py ditto_triton/profiles.py | s
 export: setup
 	$(BIN)/ditto-export --profile $(PROFILE) --weights $(WEIGHTS) --out $(EXPORT_DIR) --timing 5
 
+# The live browser demo: an embedded tritonserver and the gateway; open the printed URL, speak or play a file.
+LIVE_PORT ?= 8080
+live: $(EXPORT_DIR)/manifest.json
+	$(BIN)/ditto-live --sample-image $(DEMO_IMAGE) --profile $(PROFILE) --weights $(WEIGHTS) --export-dir $(EXPORT_DIR) \
+		--port $(LIVE_PORT)
+
 # Serve the export on 127.0.0.1 (HTTP 8000, gRPC 8001, metrics 8002) until Ctrl-C.
 serve: $(EXPORT_DIR)/manifest.json
 	$(BIN)/ditto-serve --export $(EXPORT_DIR)
@@ -66,7 +72,7 @@ soak: $(EXPORT_DIR)/manifest.json
 
 # Re-pin the environment after changing pyproject.toml's dependencies.
 lock: setup
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[export,server,bench,live,dev]'
 	$(BIN)/pip freeze --exclude-editable | grep -v -e '^ditto-triton' -e '^nvidia-pytriton' | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements.lock
 
 clean:

@@ -14,9 +14,7 @@ import argparse
 import json
 import contextlib
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ditto_triton.client.audio import load_audio
+from ditto_triton.client.embedded import embedded_server
 from ditto_triton.client.errors import DittoClientError
 from ditto_triton.client.session import DittoClient, ReceivedFrame
 from ditto_triton.client.video import Mp4Writer, contact_sheet
@@ -77,27 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _pick(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-
-
-@contextlib.contextmanager
-def embedded_server(args: argparse.Namespace, console: Console) -> Iterator[str]:
-    from ditto_triton.export.current import stale_reason
-    from ditto_triton.model_repository.render import render_repository
-    from ditto_triton.model_repository.server import TritonServer
-
-    export = args.export_dir or Path("out/export") / args.profile
-    reason = stale_reason(export, args.profile)
-    if reason is not None:
-        console.print(f"exporting the {args.profile} networks to {export} ({reason}) ...")
-        from ditto_triton.export.pipeline import ExportOptions, export_all
-        from ditto_triton.profiles import get_profile
-
-        export_all(ExportOptions(profile=get_profile(args.profile), weights=args.weights, out=export))
-    with tempfile.TemporaryDirectory(prefix="ditto-repo-") as tmp:
-        repo = render_repository(export, Path(tmp) / "repo", "python-ort", include_services=True)
-        console.print("starting tritonserver on 127.0.0.1 ...")
-        with TritonServer(repo) as server:
-            yield server.grpc_url
 
 
 SESSION_FLAGS = (
@@ -189,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         with contextlib.ExitStack() as stack:
-            url = args.url or stack.enter_context(embedded_server(args, console))
+            url = args.url or stack.enter_context(embedded_server(args.profile, args.weights, args.export_dir, console))
             summary = render(args, url, console)
     except (DittoClientError, ValueError, TimeoutError) as exc:
         console.print(f"error: {exc}")

@@ -46,8 +46,9 @@ def _chunks(audio: AudioSource, chunk_samples: int) -> Iterator[np.ndarray]:
 class ReceivedFrame:
     index: int
     pts_s: float  # presentation time from the start of the audio
-    rgb: np.ndarray  # (H, W, 3) uint8
+    rgb: np.ndarray  # (H, W, 3) uint8 (empty when the session keeps JPEG frames encoded)
     received_s: float  # time.perf_counter() when it arrived
+    encoded: bytes = b""  # the JPEG as sent, with output_format "jpeg" and decode=False
 
 
 def _bytes_input(name: str, value: bytes, batched: bool) -> grpcclient.InferInput:
@@ -76,8 +77,10 @@ class StreamSession:
         timeout_s: float = 60.0,
         sequence_id: int | None = None,
         headers: dict[str, str] | None = None,
+        decode: bool = True,
     ):
         self.url = url
+        self.decode = decode
         self.avatar_id = avatar_id
         self.options = dict(options or {})
         self.output_format = self.options.get("output_format", "rgb")
@@ -154,13 +157,16 @@ class StreamSession:
         if result.as_numpy("frame") is not None:
             data = result.as_numpy("frame").reshape(-1)
             shape = tuple(int(v) for v in result.as_numpy("frame_shape").reshape(-1))
-            if self.output_format == "jpeg":
+            encoded = b""
+            if self.output_format == "jpeg" and not self.decode:
+                rgb, encoded = np.empty((0, 0, 3), np.uint8), data.tobytes()
+            elif self.output_format == "jpeg":
                 rgb = np.asarray(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
             else:
                 rgb = data.reshape(shape)
             index = int(result.as_numpy("frame_index").reshape(-1)[0])
             pts = float(result.as_numpy("pts_s").reshape(-1)[0])
-            self._events.put(("frame", ReceivedFrame(index, pts, rgb, now)))
+            self._events.put(("frame", ReceivedFrame(index, pts, rgb, now, encoded)))
         final = response.parameters.get("triton_final_response")
         if final is not None and final.bool_param:
             self._events.put(("final", None))
@@ -181,6 +187,8 @@ class StreamSession:
                 raise TimeoutError(f"no response from the server for {self.timeout_s:.0f} s") from None
             if kind == "frame":
                 yield value
+            elif kind == "cancelled":
+                return
             elif kind == "final":
                 self._finished += 1
             elif kind == "lost":
@@ -190,6 +198,21 @@ class StreamSession:
                 self._finished += 1
                 self._failed = True
                 raise (ServerBusyError if value.startswith(SessionLimitError.PREFIX) else ServerError)(value)
+
+    def cancel(self) -> None:
+        """Give up on the session now (e.g. its viewer went away): END if not sent yet, then cancel
+        the stream's requests, so the server frees the session at its next frame instead of
+        rendering the rest; `frames()` returns."""
+        if not self._ended:
+            try:
+                self.end()
+            except Exception:  # noqa: BLE001 - best effort: the stream may be gone already
+                pass
+        self._events.put(("cancelled", None))
+        try:
+            self._client.stop_stream(cancel_requests=True)
+        finally:
+            self._client.close()
 
     def close(self) -> None:
         """Close the stream. A session that failed before END gets a bare END first, so that Triton's
@@ -261,8 +284,10 @@ class DittoClient:
             raise ServerError(_server_message(exc)) from None
         return result.as_numpy("avatar_id").reshape(-1)[0].decode()
 
-    def open_session(self, avatar_id: str, options: dict | None = None) -> StreamSession:
-        return StreamSession(self.url, avatar_id, options, self.timeout_s, headers=self.headers)
+    def open_session(self, avatar_id: str, options: dict | None = None, decode: bool = True) -> StreamSession:
+        """A session to stream to; with `decode` False and output_format "jpeg", frames keep their
+        JPEG bytes (`ReceivedFrame.encoded`) instead of being decoded."""
+        return StreamSession(self.url, avatar_id, options, self.timeout_s, headers=self.headers, decode=decode)
 
     def stream(
         self,

@@ -138,3 +138,26 @@ def test_offline_refuses_a_clip_it_cannot_keep(stages, avatar):
     session = StreamingSession(avatar, stages, SessionOptions(mode="offline"), TINY.render_size)
     with pytest.raises(OfflineClipTooLong, match=f"at most {OFFLINE_MAX_SECONDS} s"):
         session.feed(np.zeros(OFFLINE_MAX_SECONDS * 16000 + 1, np.float32))
+
+
+@pytest.mark.parametrize("overlap, steps", [(70, 3), (60, 2), (50, 1)])
+def test_overlap_and_steps_set_the_windows_and_lmdm_calls(stages, avatar, speech16k, overlap, steps):
+    n = 120
+    session, _, rows = generate(stages, avatar, speech16k[: n * 640], overlap=overlap, sampling_steps=steps)
+    valid = 80 - overlap
+    assert session.frames_per_window == valid and len(rows) == n
+    # online: one window per `valid` new feature rows (the prefill silence is `overlap` rows), each `steps` calls
+    assert len(stages.calls) == -(-n // valid) * steps
+
+
+def test_smooth_k_smooths_the_pose_and_never_the_expression(stages, avatar, speech16k):
+    audio = speech16k[: 60 * 640]
+    _, _, rough = generate(stages, avatar, audio, mode="offline", overlap=10, sampling_steps=2, smooth_k=1)
+    _, _, smooth = generate(stages, avatar, audio, mode="offline", overlap=10, sampling_steps=2, smooth_k=9)
+    rough, smooth = np.stack(rough), np.stack(smooth)  # 60 frames: one window, so the same prediction
+    np.testing.assert_array_equal(rough[:, 202:], smooth[:, 202:])  # exp (dims 202..264) untouched
+
+    def roughness(rows):
+        return np.abs(np.diff(rows[:, :202], 2, axis=0)).mean()
+
+    assert roughness(smooth) < 0.5 * roughness(rough)
