@@ -93,6 +93,8 @@ class StreamSession:
         self._ended = False
         self._failed = False
         self._lock = threading.Lock()
+        self._finals = 0  # final responses seen by the callback (frames() counts its own)
+        self._all_final = threading.Event()
         self.first_send_s: float | None = None
         try:
             self._client.start_stream(callback=self._on_response, headers=headers)
@@ -142,6 +144,8 @@ class StreamSession:
             )
             self._sent += 1
             self._ended = end
+            if end and self._finals >= self._sent:
+                self._all_final.set()
 
     # -- receiving -----------------------------------------------------------------------------
     def _on_response(self, result, error) -> None:
@@ -170,6 +174,10 @@ class StreamSession:
         final = response.parameters.get("triton_final_response")
         if final is not None and final.bool_param:
             self._events.put(("final", None))
+            with self._lock:
+                self._finals += 1
+                if self._ended and self._finals >= self._sent:
+                    self._all_final.set()
 
     def frames(self) -> Iterator[ReceivedFrame]:
         """Frames as they arrive, until `end()` was sent and every request is answered.
@@ -199,15 +207,19 @@ class StreamSession:
                 self._failed = True
                 raise (ServerBusyError if value.startswith(SessionLimitError.PREFIX) else ServerError)(value)
 
-    def cancel(self) -> None:
-        """Give up on the session now (e.g. its viewer went away): END if not sent yet, then cancel
-        the stream's requests, so the server frees the session at its next frame instead of
-        rendering the rest; `frames()` returns."""
+    def cancel(self, grace_s: float = 2.0) -> None:
+        """Give up on the session (e.g. its viewer went away): END if not sent yet; if the server has
+        not answered everything within `grace_s`, cancel the stream's requests, so that it frees the
+        session at its next frame instead of rendering the rest. `frames()` returns.
+
+        The grace lets END reach the server first: cancelling a stream drops requests not yet sent,
+        and a session whose END never arrives would wait for the idle timeout."""
         if not self._ended:
             try:
                 self.end()
             except Exception:  # noqa: BLE001 - best effort: the stream may be gone already
                 pass
+        self._all_final.wait(grace_s)
         self._events.put(("cancelled", None))
         try:
             self._client.stop_stream(cancel_requests=True)

@@ -93,12 +93,10 @@ def test_live_page_streams_shows_stats_and_stops(browser, gateway, triton, tmp_p
     panel = {k: browser.find_element("id", f"stat-{k}").text for k in ("first-frame", "fps", "frames", "late")}
     assert panel["first-frame"].endswith(" ms") and float(panel["fps"]) > 0 and int(panel["frames"]) >= 75, panel
 
-    png = browser.get_screenshot_as_png()
-    (tmp_path / "live.png").write_bytes(png)
+    (tmp_path / "live.png").write_bytes(browser.get_screenshot_as_png())  # the whole page, for a person to look at
     canvas = browser.find_element("id", "video")
-    scale = browser.execute_script("return window.devicePixelRatio")
-    box = [round(v * scale) for v in (canvas.location["x"], canvas.location["y"], canvas.location["x"] + canvas.size["width"], canvas.location["y"] + canvas.size["height"])]
-    shown = np.asarray(Image.open(io.BytesIO(png)).convert("RGB").crop(box), np.float32)
+    shown = np.asarray(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB"), np.float32)
+    assert min(shown.shape[:2]) >= 256, shown.shape
     assert shown.std() > 20 and shown.mean() > 20, "the video shows a blank frame"  # a face, not a black canvas
 
     browser.find_element("id", "stop").click()
@@ -126,4 +124,67 @@ def test_closing_the_tab_frees_the_server_session(browser, gateway, triton):
     deadline = time.monotonic() + 15
     while active_sessions(triton) != 0:
         assert time.monotonic() < deadline, "the session of the closed tab is still open on the server"
+        time.sleep(0.2)
+
+
+# -- the gateway's protocol and errors, without a browser ---------------------------------------
+def post(url: str, body: bytes | None = None) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body if body is not None else b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_gateway_registers_and_refuses_with_a_reason(gateway, portrait):
+    status, body = post(gateway + "api/avatar/sample")
+    assert status == 200 and len(body["avatar_id"]) == 32
+    assert post(gateway + "api/avatar", portrait) == (200, body)  # the sample is this portrait: same id
+    assert post(gateway + "api/avatar", b"")[0] == 400
+    status, body = post(gateway + "api/avatar", b"not an image")
+    assert status == 400 and "not an image in a supported format" in body["detail"]
+    status, body = post(gateway + "api/avatar?kind=video", portrait)
+    assert status == 400 and "not a supported video" in body["detail"]
+    assert post(gateway + "api/avatar?kind=gif", portrait)[0] == 400
+
+
+def test_gateway_socket_streams_frames_and_reports_errors(gateway, triton, speech16k):
+    from websockets.sync.client import connect
+
+    from ditto_triton.gateway.protocol import unpack_frame
+
+    avatar = post(gateway + "api/avatar/sample")[1]["avatar_id"]
+    ws_url = gateway.replace("http://", "ws://") + "ws/session"
+    pcm = (np.clip(speech16k[:32000], -1, 1) * 32767).astype("<i2")
+    with connect(f"{ws_url}?avatar={'0' * 32}") as ws:  # the session opens (START) with the first audio
+        assert json.loads(ws.recv(timeout=30)) == {"type": "ready"}
+        ws.send(pcm[:3200].tobytes())
+        event = json.loads(ws.recv(timeout=30))
+        assert event["type"] == "error" and "register" in event["message"], event
+    with connect(f"{ws_url}?avatar={avatar}") as ws:
+        assert json.loads(ws.recv(timeout=30)) == {"type": "ready"}
+        for i in range(0, pcm.size, 3200):
+            ws.send(pcm[i : i + 3200].tobytes())
+        ws.send(json.dumps({"type": "end"}))
+        frames = []
+        while True:
+            message = ws.recv(timeout=60)
+            if isinstance(message, str):
+                assert json.loads(message) == {"type": "done", "frames": 50}
+                break
+            frames.append(unpack_frame(message))
+    assert [f[0] for f in frames] == list(range(50)) and frames[10][1] == pytest.approx(0.4)
+    assert Image.open(io.BytesIO(frames[0][2])).size == (512, 512)  # the server's JPEG, passed through
+    with connect(f"{ws_url}?avatar={avatar}") as ws:
+        assert json.loads(ws.recv(timeout=30)) == {"type": "ready"}
+        ws.send(b"\x01\x02\x03")  # not whole int16 samples
+        event = json.loads(ws.recv(timeout=30))
+        assert event["type"] == "error" and "whole number of samples" in event["message"]
+    deadline = time.monotonic() + 15
+    while active_sessions(triton) != 0:
+        assert time.monotonic() < deadline, "a refused session is still open on the server"
         time.sleep(0.2)
