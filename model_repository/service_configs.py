@@ -53,7 +53,7 @@ def avatar_registry_config(profile: Profile) -> pbtxt.ModelConfig:
             pbtxt.tensor_output("eye_ball", _F32, [-1, profile.lmdm.EYE_BALL_DIM]),
         ]
     )
-    pbtxt.set_parameters(config, {"profile": profile.name, "cache_size": "64"})
+    pbtxt.set_parameters(config, {"profile": profile.name, "cache_size": "64", "cache_max_mb": "4096"})
     config.instance_group.append(pbtxt.instance_group(pbtxt.KIND_CPU, 1))
     return config
 

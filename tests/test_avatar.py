@@ -434,3 +434,20 @@ def test_eye_features_formula() -> None:
     assert eye_open.dtype == np.float32 and eye_ball.dtype == np.float32
     with pytest.raises(ValueError, match="478"):
         eye_features(np.zeros((468, 3)))
+
+
+def test_avatar_cache_is_bounded_by_count_and_bytes():
+    from ditto_triton.avatar.cache import AvatarCache, UnknownAvatarError
+
+    cache: AvatarCache[bytes] = AvatarCache(3, max_bytes=100, size_of=len)
+    keys = [f"{i:032x}" for i in range(5)]
+    for key in keys[:3]:
+        cache.put(key, b"x" * 30)
+    assert len(cache) == 3 and cache.bytes == 90
+    cache.get(keys[0])  # now the most recently used
+    cache.put(keys[3], b"x" * 30)  # 120 bytes > 100: the least recently used (keys[1]) goes
+    assert keys[1] not in cache and keys[0] in cache and cache.bytes == 90
+    cache.put(keys[4], b"x" * 500)  # larger than the budget alone: kept, everything else goes
+    assert len(cache) == 1 and keys[4] in cache
+    with pytest.raises(UnknownAvatarError, match="register"):
+        cache.get(keys[0])

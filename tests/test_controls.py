@@ -16,26 +16,10 @@ from ditto_triton.streaming.motion_vector import vector_to_info
 from ditto_triton.streaming.options import OptionsError, SessionOptions
 from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import StreamingSession
-from ditto_triton.streaming.stages import OrtStages
 from ditto_triton.streaming.stitch import bin66_to_degree, transform_keypoints
+from recording_stages import RecordingStages
 
 SECONDS = 3.2  # 80 frames
-
-
-class RecordingStages(OrtStages):
-    """ONNX Runtime stages that keep every LMDM condition they were given."""
-
-    def __init__(self, export_dir):
-        super().__init__(export_dir)
-        self.lmdm_conds: list[np.ndarray] = []
-
-        self.lmdm_weights: list[np.ndarray] = []
-
-    def infer(self, name, inputs):
-        if name == "lmdm":
-            self.lmdm_conds.append(inputs["cond"].copy())
-            self.lmdm_weights.append(inputs["guidance_weight"].copy())
-        return super().infer(name, inputs)
 
 
 @pytest.fixture(scope="module")
@@ -107,47 +91,47 @@ def test_fade_out_holds_back_only_its_frames_until_the_end(stages, avatar, speec
 
 
 def test_emotion_is_the_condition_lmdm_sees(stages, avatar, speech):
-    stages.lmdm_conds.clear()
+    stages.clear()
     run(stages, avatar, speech, emotion=3)
-    conds = stages.lmdm_conds
+    conds = stages.conds
     hidden = conds[0].shape[-1] - 79  # audio | emotion 8 | eye_open 2 | eye_ball 6 | sc 63
     for cond in conds:
         np.testing.assert_allclose(cond[0, :, hidden : hidden + 8], np.tile(emotion_vector(3), (cond.shape[1], 1)), atol=1e-6)
-    stages.lmdm_conds.clear()
+    stages.clear()
     run(stages, avatar, speech, emotion=[[0], [5]])  # a per-frame sequence: angry, sad, angry, ...
-    last = stages.lmdm_conds[-1][0, :, hidden : hidden + 8]
+    last = stages.conds[-1][0, :, hidden : hidden + 8]
     rows = {tuple(np.round(r, 5)) for r in last}
     assert rows == {tuple(np.round(emotion_vector(0), 5)), tuple(np.round(emotion_vector(5), 5))}
     assert not np.allclose(last[1:], last[:-1])  # it alternates frame by frame
 
 
 def test_eye_conditions_can_be_set(stages, avatar, speech):
-    stages.lmdm_conds.clear()
+    stages.clear()
     run(stages, avatar, speech, eye_open=[0.1, 0.2], eye_ball=[0, 0, 0, 0, 0, 0.5])
-    cond = stages.lmdm_conds[-1][0]
+    cond = stages.conds[-1][0]
     hidden = cond.shape[-1] - 79
     np.testing.assert_allclose(cond[:, hidden + 8 : hidden + 10], np.tile([0.1, 0.2], (cond.shape[0], 1)), atol=1e-6)
     np.testing.assert_allclose(cond[:, hidden + 10 : hidden + 16], np.tile([0, 0, 0, 0, 0, 0.5], (cond.shape[0], 1)), atol=1e-6)
 
 
 def test_per_frame_eye_open_conditions_exactly_the_frames_named(stages, avatar, speech):
-    stages.lmdm_conds.clear()
+    stages.clear()
     session, _ = run(stages, avatar, speech, controls=[{"from": 20, "to": 25, "eye_open": [0.05, 0.1]}])
-    hidden = stages.lmdm_conds[0].shape[-1] - 79
+    hidden = stages.conds[0].shape[-1] - 79
     # the last window covers feature rows of frames 0..79 (the prefill silence has scrolled out)
-    eyes = stages.lmdm_conds[-1][0, :, hidden + 8 : hidden + 10]
+    eyes = stages.conds[-1][0, :, hidden + 8 : hidden + 10]
     for frame in range(80):
         want = [0.05, 0.1] if 20 <= frame < 25 else avatar.eye_open[0]
         np.testing.assert_allclose(eyes[frame], want, atol=1e-6, err_msg=str(frame))
 
 
 def test_guidance_weight_is_what_lmdm_sees_and_changes_the_motion(stages, avatar, speech):
-    stages.lmdm_weights.clear()
+    stages.clear()
     _, default = run(stages, avatar, speech)
-    assert {float(w) for ws in stages.lmdm_weights for w in ws} == {2.0}  # Ditto's fixed weight
-    stages.lmdm_weights.clear()
+    assert {float(w) for ws in stages.weights for w in ws} == {2.0}  # Ditto's fixed weight
+    stages.clear()
     _, weak = run(stages, avatar, speech, guidance_weight=0.5)
-    assert {float(w) for ws in stages.lmdm_weights for w in ws} == {0.5}
+    assert {float(w) for ws in stages.weights for w in ws} == {0.5}
     assert not np.allclose(np.stack(default), np.stack(weak), atol=1e-3)
 
 

@@ -11,29 +11,12 @@ from ditto_triton.streaming.audio import frames_for_samples
 from ditto_triton.streaming.options import OptionsError, SessionOptions
 from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import OFFLINE_MAX_SECONDS, OfflineClipTooLong, StreamingSession
-from ditto_triton.streaming.stages import OrtStages
-
-
-class WindowRecorder(OrtStages):
-    """Keeps each LMDM window's final x0 (the last of its `steps` calls)."""
-
-    def __init__(self, export_dir):
-        super().__init__(export_dir)
-        self.calls: list[np.ndarray] = []
-
-    def infer(self, name, inputs):
-        out = super().infer(name, inputs)
-        if name == "lmdm":
-            self.calls.append(out["x_start"][0].copy())
-        return out
-
-    def windows(self, steps: int) -> list[np.ndarray]:
-        return self.calls[steps - 1 :: steps]
+from recording_stages import RecordingStages
 
 
 @pytest.fixture(scope="module")
 def stages(tiny_export):
-    return WindowRecorder(tiny_export)
+    return RecordingStages(tiny_export)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +26,7 @@ def avatar(stages, portrait):
 
 def generate(stages, avatar, audio, **options):
     session = StreamingSession(avatar, stages, SessionOptions.from_dict(options), TINY.render_size)
-    stages.calls.clear()
+    stages.clear()
     early = session.feed(audio)
     return session, early, early + session.end()
 
@@ -147,7 +130,7 @@ def test_overlap_and_steps_set_the_windows_and_lmdm_calls(stages, avatar, speech
     valid = 80 - overlap
     assert session.frames_per_window == valid and len(rows) == n
     # online: one window per `valid` new feature rows (the prefill silence is `overlap` rows), each `steps` calls
-    assert len(stages.calls) == -(-n // valid) * steps
+    assert len(stages.x_starts) == -(-n // valid) * steps
 
 
 def test_smooth_k_smooths_the_pose_and_never_the_expression(stages, avatar, speech16k):

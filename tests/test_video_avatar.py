@@ -15,26 +15,15 @@ from ditto_triton.streaming.avatar_features import smooth_over_frames
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import StreamingSession
-from ditto_triton.streaming.stages import OrtStages
 from ditto_triton.streaming.stitch import LIP_KP, bin66_to_degree
+from recording_stages import RecordingStages
 
 FRAMES = 12
 
 
-class ConditionRecorder(OrtStages):
-    def __init__(self, export_dir):
-        super().__init__(export_dir)
-        self.conds: list[np.ndarray] = []
-
-    def infer(self, name, inputs):
-        if name == "lmdm":
-            self.conds.append(inputs["cond"][0].copy())
-        return super().infer(name, inputs)
-
-
 @pytest.fixture(scope="module")
 def stages(tiny_export):
-    return ConditionRecorder(tiny_export)
+    return RecordingStages(tiny_export)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +53,9 @@ def test_frames_loop_back_and_forth_over_the_source(video_avatar):
 @pytest.fixture(scope="module")
 def session_rows(stages, video_avatar, speech16k):
     session = StreamingSession(video_avatar, stages, SessionOptions(delta_pitch=0.0), TINY.render_size)
-    stages.conds.clear()
+    stages.clear()
     rows = session.feed(speech16k[: 40 * 640]) + session.end()
-    return session, rows, [c.copy() for c in stages.conds]
+    return session, rows, [c[0].copy() for c in stages.conds]
 
 
 def test_video_keeps_its_own_head_motion_and_drives_the_lips(video_avatar, session_rows):
@@ -123,3 +112,14 @@ def test_bad_videos_name_the_problem(stages, portrait, portrait_video, tmp_path)
         register_avatar(stages, path.read_bytes(), TINY.appearance.image_size, {}, video=True)
     with pytest.raises(InvalidOptionsError, match="max_frames"):
         register_avatar(stages, portrait_video, TINY.appearance.image_size, {"max_frames": 0}, video=True)
+
+
+def test_a_session_eye_option_spans_every_source_frame(stages, video_avatar, speech16k):
+    session = StreamingSession(video_avatar, stages, SessionOptions(eye_open=(0.2, 0.3)), TINY.render_size)
+    stages.clear()
+    assert len(session.feed(speech16k[: 20 * 640]) + session.end()) == 20
+    cond = stages.conds[-1][0]
+    hidden = cond.shape[-1] - 79
+    np.testing.assert_allclose(cond[:, hidden + 8 : hidden + 10], np.tile([0.2, 0.3], (cond.shape[0], 1)), atol=1e-6)
+    eye_ball = video_avatar.eye_ball[video_avatar.source_index(np.arange(-60, 20))]
+    np.testing.assert_allclose(cond[:, hidden + 10 : hidden + 16], eye_ball, atol=1e-6)  # still the video's

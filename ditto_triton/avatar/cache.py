@@ -7,6 +7,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from ditto_triton.avatar.errors import AvatarError
@@ -35,19 +36,36 @@ def check_avatar_id(value: str) -> str:
 
 
 class AvatarCache(Generic[T]):
-    def __init__(self, capacity: int) -> None:
+    """At most `capacity` avatars and, with `size_of`, at most `max_bytes` of them (a video avatar
+    holds one f_s per source frame: 8 MiB each at full size); the least recently used go first,
+    but the newest always stays."""
+
+    def __init__(self, capacity: int, max_bytes: int | None = None, size_of: Callable[[T], int] | None = None) -> None:
         if capacity < 1:
             raise ValueError("avatar cache capacity must be >= 1")
+        if (max_bytes is None) != (size_of is None):
+            raise ValueError("give max_bytes and size_of together")
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._size_of = size_of
         self._items: OrderedDict[str, T] = OrderedDict()
+        self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def put(self, key: str, value: T) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            self._sizes[key] = self._size_of(value) if self._size_of else 0
+            while len(self._items) > self.capacity or (
+                self.max_bytes is not None and len(self._items) > 1 and self.bytes > self.max_bytes
+            ):
+                old, _ = self._items.popitem(last=False)
+                del self._sizes[old]
+
+    @property
+    def bytes(self) -> int:
+        return sum(self._sizes.values())
 
     def get(self, key: str) -> T:
         check_avatar_id(key)

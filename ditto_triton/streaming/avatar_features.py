@@ -40,6 +40,10 @@ class AvatarFeatures:
         return self.f_s.shape[0]
 
     @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source"))
+
+    @property
     def is_video(self) -> bool:
         return self.frames > 1
 

@@ -42,10 +42,13 @@ class ConditionBuilder:
     def __init__(self, emotion: int | Sequence, eye_open: np.ndarray, eye_ball: np.ndarray, sc: np.ndarray):
         per_frame = isinstance(emotion, (list, tuple)) and bool(emotion) and isinstance(emotion[0], (list, tuple))
         self._emotions = np.stack([emotion_vector(list(e)) for e in emotion]) if per_frame else emotion_vector(emotion)[None]
-        self._eye_open = np.asarray(eye_open, np.float32).reshape(-1, 2)
-        self._eye_ball = np.asarray(eye_ball, np.float32).reshape(-1, 6)
-        if self._eye_open.shape[0] != self._eye_ball.shape[0]:
-            raise ValueError(f"eye_open has {self._eye_open.shape[0]} rows but eye_ball {self._eye_ball.shape[0]}")
+        eye_open = np.asarray(eye_open, np.float32).reshape(-1, 2)
+        eye_ball = np.asarray(eye_ball, np.float32).reshape(-1, 6)
+        rows = max(eye_open.shape[0], eye_ball.shape[0])  # one row (a photo, or a session option) spans them all
+        if {eye_open.shape[0], eye_ball.shape[0]} - {1, rows}:
+            raise ValueError(f"eye_open has {eye_open.shape[0]} rows but eye_ball {eye_ball.shape[0]}")
+        self._eye_open = np.repeat(eye_open, rows // eye_open.shape[0], axis=0)
+        self._eye_ball = np.repeat(eye_ball, rows // eye_ball.shape[0], axis=0)
         self._sc = np.asarray(sc, np.float32).reshape(1, 63)
         self._eye_open_at: dict[int, np.ndarray] = {}
 

@@ -31,7 +31,11 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         _, params = model_settings(args)
         self.profile = get_profile(params["profile"])
-        self.cache: AvatarCache[AvatarFeatures] = AvatarCache(int(params.get("cache_size", "64")))
+        self.cache: AvatarCache[AvatarFeatures] = AvatarCache(
+            int(params.get("cache_size", "64")),
+            max_bytes=int(float(params.get("cache_max_mb", "4096")) * 2**20),
+            size_of=lambda features: features.nbytes,
+        )
 
     def execute(self, requests: list) -> list:
         responses = []
