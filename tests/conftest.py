@@ -96,3 +96,20 @@ def portrait_video(portrait, tmp_path_factory) -> bytes:
         writer.add(np.ascontiguousarray(np.roll(rgb, 6 * i, axis=1)))
     writer.close()
     return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def recording_stages(tiny_export):
+    """In-process stages that keep what every LMDM call was given and returned (recording_stages.py)."""
+    from recording_stages import RecordingStages
+
+    return RecordingStages(tiny_export)
+
+
+@pytest.fixture(scope="module")
+def photo_avatar(recording_stages, portrait):
+    """The sample portrait registered in process (512 px)."""
+    from ditto_triton.profiles import TINY
+    from ditto_triton.streaming.reference import register_avatar
+
+    return register_avatar(recording_stages, portrait, TINY.appearance.image_size, {"max_size": 512})

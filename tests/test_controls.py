@@ -14,22 +14,10 @@ from ditto_triton.streaming.conditions import emotion_vector
 from ditto_triton.streaming.controls import ControlsError, parse_controls
 from ditto_triton.streaming.motion_vector import vector_to_info
 from ditto_triton.streaming.options import OptionsError, SessionOptions
-from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import StreamingSession
 from ditto_triton.streaming.stitch import bin66_to_degree, transform_keypoints
-from recording_stages import RecordingStages
 
 SECONDS = 3.2  # 80 frames
-
-
-@pytest.fixture(scope="module")
-def stages(tiny_export):
-    return RecordingStages(tiny_export)
-
-
-@pytest.fixture(scope="module")
-def avatar(stages, portrait):
-    return register_avatar(stages, portrait, TINY.appearance.image_size, {"max_size": 512})
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +25,8 @@ def speech(speech16k):
     return speech16k[: int(SECONDS * 16000)]
 
 
-def run(stages, avatar, audio, controls=None, **options):
-    session = StreamingSession(avatar, stages, SessionOptions.from_dict(options), TINY.render_size)
+def run(recording_stages, photo_avatar, audio, controls=None, **options):
+    session = StreamingSession(photo_avatar, recording_stages, SessionOptions.from_dict(options), TINY.render_size)
     if controls:
         session.add_controls(parse_controls(json.dumps(controls)))
     rows = session.feed(audio) + session.end()
@@ -49,9 +37,9 @@ def degrees(info, key):
     return float(bin66_to_degree(info[key])[0])
 
 
-def test_delta_pitch_applies_to_exactly_the_frames_named(stages, avatar, speech):
-    base, rows = run(stages, avatar, speech)
-    steered, rows2 = run(stages, avatar, speech, controls=[{"from": 30, "to": 40, "delta_pitch": 10}, {"frame": 50, "delta_yaw": -5}])
+def test_delta_pitch_applies_to_exactly_the_frames_named(recording_stages, photo_avatar, speech):
+    base, rows = run(recording_stages, photo_avatar, speech)
+    steered, rows2 = run(recording_stages, photo_avatar, speech, controls=[{"from": 30, "to": 40, "delta_pitch": 10}, {"frame": 50, "delta_yaw": -5}])
     assert len(rows) == len(rows2) == 80
     assert all(np.array_equal(a, b) for a, b in zip(rows, rows2))  # controls steer rendering, not the motion
     for i, row in enumerate(rows):
@@ -60,16 +48,16 @@ def test_delta_pitch_applies_to_exactly_the_frames_named(stages, avatar, speech)
         assert degrees(b, "yaw") - degrees(a, "yaw") == pytest.approx(-5.0 if i == 50 else 0.0, abs=1e-4), i
 
 
-def test_session_delta_pitch_is_on_every_frame(stages, avatar, speech):
-    base, rows = run(stages, avatar, speech, delta_pitch=0.0)
-    tilted, _ = run(stages, avatar, speech, delta_pitch=12.0)
+def test_session_delta_pitch_is_on_every_frame(recording_stages, photo_avatar, speech):
+    base, rows = run(recording_stages, photo_avatar, speech, delta_pitch=0.0)
+    tilted, _ = run(recording_stages, photo_avatar, speech, delta_pitch=12.0)
     for i in (0, 40, 79):
         assert degrees(tilted.driving_info(i, rows[i]), "pitch") - degrees(base.driving_info(i, rows[i]), "pitch") == pytest.approx(12.0, abs=1e-4)
 
 
-def test_fade_in_starts_at_the_source_and_fade_out_ends_there(stages, avatar, speech):
-    base, rows = run(stages, avatar, speech)
-    faded, rows2 = run(stages, avatar, speech, fade_in=10, fade_out=8)
+def test_fade_in_starts_at_the_source_and_fade_out_ends_there(recording_stages, photo_avatar, speech):
+    base, rows = run(recording_stages, photo_avatar, speech)
+    faded, rows2 = run(recording_stages, photo_avatar, speech, fade_in=10, fade_out=8)
     assert len(rows2) == len(rows)
     kp = faded.stitcher.source["kp"]
     x_s = faded.stitcher.x_s
@@ -82,76 +70,76 @@ def test_fade_in_starts_at_the_source_and_fade_out_ends_there(stages, avatar, sp
     assert degrees(halfway, "pitch") - src_pitch == pytest.approx(0.5 * (degrees(base.driving_info(5, rows[5]), "pitch") - src_pitch), abs=1e-4)
 
 
-def test_fade_out_holds_back_only_its_frames_until_the_end(stages, avatar, speech):
-    session = StreamingSession(avatar, stages, SessionOptions(fade_out=8), TINY.render_size)
+def test_fade_out_holds_back_only_its_frames_until_the_end(recording_stages, photo_avatar, speech):
+    session = StreamingSession(photo_avatar, recording_stages, SessionOptions(fade_out=8), TINY.render_size)
     early = session.feed(speech)
-    plain = StreamingSession(avatar, stages, SessionOptions(), TINY.render_size).feed(speech)
+    plain = StreamingSession(photo_avatar, recording_stages, SessionOptions(), TINY.render_size).feed(speech)
     assert len(early) == max(0, len(plain) - 8)
     assert len(early) + len(session.end()) == 80
 
 
-def test_emotion_is_the_condition_lmdm_sees(stages, avatar, speech):
-    stages.clear()
-    run(stages, avatar, speech, emotion=3)
-    conds = stages.conds
+def test_emotion_is_the_condition_lmdm_sees(recording_stages, photo_avatar, speech):
+    recording_stages.clear()
+    run(recording_stages, photo_avatar, speech, emotion=3)
+    conds = recording_stages.conds
     hidden = conds[0].shape[-1] - 79  # audio | emotion 8 | eye_open 2 | eye_ball 6 | sc 63
     for cond in conds:
         np.testing.assert_allclose(cond[0, :, hidden : hidden + 8], np.tile(emotion_vector(3), (cond.shape[1], 1)), atol=1e-6)
-    stages.clear()
-    run(stages, avatar, speech, emotion=[[0], [5]])  # a per-frame sequence: angry, sad, angry, ...
-    last = stages.conds[-1][0, :, hidden : hidden + 8]
+    recording_stages.clear()
+    run(recording_stages, photo_avatar, speech, emotion=[[0], [5]])  # a per-frame sequence: angry, sad, angry, ...
+    last = recording_stages.conds[-1][0, :, hidden : hidden + 8]
     rows = {tuple(np.round(r, 5)) for r in last}
     assert rows == {tuple(np.round(emotion_vector(0), 5)), tuple(np.round(emotion_vector(5), 5))}
     assert not np.allclose(last[1:], last[:-1])  # it alternates frame by frame
 
 
-def test_eye_conditions_can_be_set(stages, avatar, speech):
-    stages.clear()
-    run(stages, avatar, speech, eye_open=[0.1, 0.2], eye_ball=[0, 0, 0, 0, 0, 0.5])
-    cond = stages.conds[-1][0]
+def test_eye_conditions_can_be_set(recording_stages, photo_avatar, speech):
+    recording_stages.clear()
+    run(recording_stages, photo_avatar, speech, eye_open=[0.1, 0.2], eye_ball=[0, 0, 0, 0, 0, 0.5])
+    cond = recording_stages.conds[-1][0]
     hidden = cond.shape[-1] - 79
     np.testing.assert_allclose(cond[:, hidden + 8 : hidden + 10], np.tile([0.1, 0.2], (cond.shape[0], 1)), atol=1e-6)
     np.testing.assert_allclose(cond[:, hidden + 10 : hidden + 16], np.tile([0, 0, 0, 0, 0, 0.5], (cond.shape[0], 1)), atol=1e-6)
 
 
-def test_per_frame_eye_open_conditions_exactly_the_frames_named(stages, avatar, speech):
-    stages.clear()
-    session, _ = run(stages, avatar, speech, controls=[{"from": 20, "to": 25, "eye_open": [0.05, 0.1]}])
-    hidden = stages.conds[0].shape[-1] - 79
+def test_per_frame_eye_open_conditions_exactly_the_frames_named(recording_stages, photo_avatar, speech):
+    recording_stages.clear()
+    session, _ = run(recording_stages, photo_avatar, speech, controls=[{"from": 20, "to": 25, "eye_open": [0.05, 0.1]}])
+    hidden = recording_stages.conds[0].shape[-1] - 79
     # the last window covers feature rows of frames 0..79 (the prefill silence has scrolled out)
-    eyes = stages.conds[-1][0, :, hidden + 8 : hidden + 10]
+    eyes = recording_stages.conds[-1][0, :, hidden + 8 : hidden + 10]
     for frame in range(80):
-        want = [0.05, 0.1] if 20 <= frame < 25 else avatar.eye_open[0]
+        want = [0.05, 0.1] if 20 <= frame < 25 else photo_avatar.eye_open[0]
         np.testing.assert_allclose(eyes[frame], want, atol=1e-6, err_msg=str(frame))
 
 
-def test_guidance_weight_is_what_lmdm_sees_and_changes_the_motion(stages, avatar, speech):
-    stages.clear()
-    _, default = run(stages, avatar, speech)
-    assert {float(w) for ws in stages.weights for w in ws} == {2.0}  # Ditto's fixed weight
-    stages.clear()
-    _, weak = run(stages, avatar, speech, guidance_weight=0.5)
-    assert {float(w) for ws in stages.weights for w in ws} == {0.5}
+def test_guidance_weight_is_what_lmdm_sees_and_changes_the_motion(recording_stages, photo_avatar, speech):
+    recording_stages.clear()
+    _, default = run(recording_stages, photo_avatar, speech)
+    assert {float(w) for ws in recording_stages.weights for w in ws} == {2.0}  # Ditto's fixed weight
+    recording_stages.clear()
+    _, weak = run(recording_stages, photo_avatar, speech, guidance_weight=0.5)
+    assert {float(w) for ws in recording_stages.weights for w in ws} == {0.5}
     assert not np.allclose(np.stack(default), np.stack(weak), atol=1e-3)
 
 
-def test_absolute_driving_uses_the_generated_pose(stages, avatar, speech):
-    session, rows = run(stages, avatar, speech, relative=False, delta_pitch=0.0)
+def test_absolute_driving_uses_the_generated_pose(recording_stages, photo_avatar, speech):
+    session, rows = run(recording_stages, photo_avatar, speech, relative=False, delta_pitch=0.0)
     for i in (0, 40):
         generated = vector_to_info(rows[i])
         assert degrees(session.driving_info(i, rows[i]), "yaw") == pytest.approx(degrees(generated, "yaw"), abs=1e-4)
-    relative, _ = run(stages, avatar, speech, delta_pitch=0.0)
+    relative, _ = run(recording_stages, photo_avatar, speech, delta_pitch=0.0)
     assert degrees(relative.driving_info(40, rows[40]), "yaw") != pytest.approx(degrees(session.driving_info(40, rows[40]), "yaw"), abs=1e-3)
 
 
-def test_output_max_size_caps_the_frame(stages, avatar, speech):
-    session, rows = run(stages, avatar, speech[:6400], output_max_size=256)
+def test_output_max_size_caps_the_frame(recording_stages, photo_avatar, speech):
+    session, rows = run(recording_stages, photo_avatar, speech[:6400], output_max_size=256)
     frame = session.render(rows[0])
     assert max(frame.rgb.shape[:2]) == 256 and frame.rgb.shape[2] == 3
 
 
-def test_controls_for_frames_already_generated_are_refused(stages, avatar, speech):
-    session = StreamingSession(avatar, stages, SessionOptions(), TINY.render_size)
+def test_controls_for_frames_already_generated_are_refused(recording_stages, photo_avatar, speech):
+    session = StreamingSession(photo_avatar, recording_stages, SessionOptions(), TINY.render_size)
     released = session.feed(speech)
     assert released
     with pytest.raises(ControlsError, match=f"frame 0 arrived after its motion was generated; frames from {len(released)} on"):

@@ -9,33 +9,21 @@ import pytest
 from ditto_triton.profiles import TINY
 from ditto_triton.streaming.audio import frames_for_samples
 from ditto_triton.streaming.options import OptionsError, SessionOptions
-from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import OFFLINE_MAX_SECONDS, OfflineClipTooLong, StreamingSession
-from recording_stages import RecordingStages
 
 
-@pytest.fixture(scope="module")
-def stages(tiny_export):
-    return RecordingStages(tiny_export)
-
-
-@pytest.fixture(scope="module")
-def avatar(stages, portrait):
-    return register_avatar(stages, portrait, TINY.appearance.image_size, {"max_size": 512})
-
-
-def generate(stages, avatar, audio, **options):
-    session = StreamingSession(avatar, stages, SessionOptions.from_dict(options), TINY.render_size)
-    stages.clear()
+def generate(recording_stages, photo_avatar, audio, **options):
+    session = StreamingSession(photo_avatar, recording_stages, SessionOptions.from_dict(options), TINY.render_size)
+    recording_stages.clear()
     early = session.feed(audio)
     return session, early, early + session.end()
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
 @pytest.mark.parametrize("samples", [1, 640, 639 * 80, 640 * 80, 640 * 80 + 1, 640 * 151 + 17])
-def test_both_modes_give_one_frame_per_640_samples(stages, avatar, speech16k, mode, samples):
+def test_both_modes_give_one_frame_per_640_samples(recording_stages, photo_avatar, speech16k, mode, samples):
     audio = np.resize(speech16k, samples)
-    _, early, rows = generate(stages, avatar, audio, mode=mode)
+    _, early, rows = generate(recording_stages, photo_avatar, audio, mode=mode)
     assert len(rows) == frames_for_samples(samples) == -(-samples // 640)
     if mode == "offline":
         assert early == []  # nothing before END: offline needs the whole clip
@@ -52,12 +40,12 @@ def test_offline_defaults_are_dittos_and_online_refuses_small_overlaps():
         SessionOptions.from_dict({"mode": "batch"})
 
 
-def test_offline_fuses_windows_as_documented(stages, avatar, speech16k):
+def test_offline_fuses_windows_as_documented(recording_stages, photo_avatar, speech16k):
     """smooth_k 1 (no smoothing) exposes the fusion: the first window is output, every later one
     crossfades its first `overlap` frames into the result and appends the rest."""
     n, overlap, steps = 200, 10, 4
-    _, _, rows = generate(stages, avatar, speech16k[: n * 640], mode="offline", overlap=overlap, sampling_steps=steps, smooth_k=1)
-    rows, windows = np.stack(rows), stages.windows(steps)
+    _, _, rows = generate(recording_stages, photo_avatar, speech16k[: n * 640], mode="offline", overlap=overlap, sampling_steps=steps, smooth_k=1)
+    rows, windows = np.stack(rows), recording_stages.windows(steps)
     valid = 80 - overlap
     assert len(windows) == -(-n // valid) == 3  # windows start at frames 0, 70, 140
     np.testing.assert_allclose(rows[:valid], windows[0][:valid], atol=1e-6)  # first window emitted
@@ -70,11 +58,11 @@ def test_offline_fuses_windows_as_documented(stages, avatar, speech16k):
         np.testing.assert_allclose(rows[start + overlap : end], windows[w][overlap : end - start], atol=1e-6)
 
 
-def test_online_fuses_windows_as_documented(stages, avatar, speech16k):
+def test_online_fuses_windows_as_documented(recording_stages, photo_avatar, speech16k):
     """Online: window n's block of V frames is window n-1's tail crossfaded into window n."""
     steps = 3
-    _, _, rows = generate(stages, avatar, speech16k[: 60 * 640], overlap=70, sampling_steps=steps, smooth_k=1)
-    rows, windows = np.stack(rows), stages.windows(steps)
+    _, _, rows = generate(recording_stages, photo_avatar, speech16k[: 60 * 640], overlap=70, sampling_steps=steps, smooth_k=1)
+    rows, windows = np.stack(rows), recording_stages.windows(steps)
     alpha = (np.arange(10) / 10)[:, None]
     for n in range(1, len(windows) - 1):  # the last (padded) window's frames come out unfused
         block = rows[(n - 1) * 10 : n * 10]
@@ -82,14 +70,14 @@ def test_online_fuses_windows_as_documented(stages, avatar, speech16k):
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
-def test_windows_join_without_jumps(stages, avatar, speech16k, mode):
+def test_windows_join_without_jumps(recording_stages, photo_avatar, speech16k, mode):
     """At every join the frame-to-frame step is no larger than the steps inside windows, and smaller
     than cutting from one window straight to the next (no crossfade) would give."""
     steps = 4
-    session, _, rows = generate(stages, avatar, speech16k[: 8 * 16000], mode=mode, sampling_steps=steps)
+    session, _, rows = generate(recording_stages, photo_avatar, speech16k[: 8 * 16000], mode=mode, sampling_steps=steps)
     pose = np.stack(rows)[:, :202]
     step = np.abs(np.diff(pose, axis=0)).mean(axis=1)  # step[j]: frame j -> j + 1
-    windows = [w[:, :202] for w in stages.windows(steps)]
+    windows = [w[:, :202] for w in recording_stages.windows(steps)]
     valid = session.frames_per_window
     overlap = 80 - valid
     if mode == "offline":  # window w+1 starts at frame (w+1)V and is crossfaded in over `overlap` frames
@@ -105,38 +93,38 @@ def test_windows_join_without_jumps(stages, avatar, speech16k, mode):
     assert step[joins].mean() < np.mean(cut)
 
 
-def test_offline_d0_is_the_first_generated_frame(stages, avatar, speech16k):
+def test_offline_d0_is_the_first_generated_frame(recording_stages, photo_avatar, speech16k):
     from ditto_triton.streaming.stitch import bin66_to_degree
 
-    session, _, rows = generate(stages, avatar, speech16k[: 100 * 640], mode="offline", sampling_steps=2, delta_pitch=0.0)
+    session, _, rows = generate(recording_stages, photo_avatar, speech16k[: 100 * 640], mode="offline", sampling_steps=2, delta_pitch=0.0)
     # relative driving: frame 0 (= d0) shows the source's pose and translation, later frames do not
     first, later = session.driving_info(0, rows[0]), session.driving_info(50, rows[50])
     for key in ("pitch", "yaw", "roll"):
-        assert float(first[key][0]) == pytest.approx(float(bin66_to_degree(avatar.info[key])[0]), abs=1e-4)
-    np.testing.assert_allclose(first["t"], avatar.info["t"], atol=1e-6)
-    assert not np.allclose(later["t"], avatar.info["t"], atol=1e-4)
+        assert float(first[key][0]) == pytest.approx(float(bin66_to_degree(photo_avatar.info[key])[0]), abs=1e-4)
+    np.testing.assert_allclose(first["t"], photo_avatar.info["t"], atol=1e-6)
+    assert not np.allclose(later["t"], photo_avatar.info["t"], atol=1e-4)
 
 
-def test_offline_refuses_a_clip_it_cannot_keep(stages, avatar):
-    session = StreamingSession(avatar, stages, SessionOptions(mode="offline"), TINY.render_size)
+def test_offline_refuses_a_clip_it_cannot_keep(recording_stages, photo_avatar):
+    session = StreamingSession(photo_avatar, recording_stages, SessionOptions(mode="offline"), TINY.render_size)
     with pytest.raises(OfflineClipTooLong, match=f"at most {OFFLINE_MAX_SECONDS} s"):
         session.feed(np.zeros(OFFLINE_MAX_SECONDS * 16000 + 1, np.float32))
 
 
 @pytest.mark.parametrize("overlap, steps", [(70, 3), (60, 2), (50, 1)])
-def test_overlap_and_steps_set_the_windows_and_lmdm_calls(stages, avatar, speech16k, overlap, steps):
+def test_overlap_and_steps_set_the_windows_and_lmdm_calls(recording_stages, photo_avatar, speech16k, overlap, steps):
     n = 120
-    session, _, rows = generate(stages, avatar, speech16k[: n * 640], overlap=overlap, sampling_steps=steps)
+    session, _, rows = generate(recording_stages, photo_avatar, speech16k[: n * 640], overlap=overlap, sampling_steps=steps)
     valid = 80 - overlap
     assert session.frames_per_window == valid and len(rows) == n
     # online: one window per `valid` new feature rows (the prefill silence is `overlap` rows), each `steps` calls
-    assert len(stages.x_starts) == -(-n // valid) * steps
+    assert len(recording_stages.x_starts) == -(-n // valid) * steps
 
 
-def test_smooth_k_smooths_the_pose_and_never_the_expression(stages, avatar, speech16k):
+def test_smooth_k_smooths_the_pose_and_never_the_expression(recording_stages, photo_avatar, speech16k):
     audio = speech16k[: 60 * 640]
-    _, _, rough = generate(stages, avatar, audio, mode="offline", overlap=10, sampling_steps=2, smooth_k=1)
-    _, _, smooth = generate(stages, avatar, audio, mode="offline", overlap=10, sampling_steps=2, smooth_k=9)
+    _, _, rough = generate(recording_stages, photo_avatar, audio, mode="offline", overlap=10, sampling_steps=2, smooth_k=1)
+    _, _, smooth = generate(recording_stages, photo_avatar, audio, mode="offline", overlap=10, sampling_steps=2, smooth_k=9)
     rough, smooth = np.stack(rough), np.stack(smooth)  # 60 frames: one window, so the same prediction
     np.testing.assert_array_equal(rough[:, 202:], smooth[:, 202:])  # exp (dims 202..264) untouched
 

@@ -16,32 +16,26 @@ from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import StreamingSession
 from ditto_triton.streaming.stitch import LIP_KP, bin66_to_degree
-from recording_stages import RecordingStages
 
 FRAMES = 12
 
 
 @pytest.fixture(scope="module")
-def stages(tiny_export):
-    return RecordingStages(tiny_export)
+def video_avatar(recording_stages, portrait_video):
+    return register_avatar(recording_stages, portrait_video, TINY.appearance.image_size, {"max_size": 512}, video=True)
 
 
-@pytest.fixture(scope="module")
-def video_avatar(stages, portrait_video):
-    return register_avatar(stages, portrait_video, TINY.appearance.image_size, {"max_size": 512}, video=True)
-
-
-def test_every_frame_is_registered_and_motion_is_smoothed_over_time(stages, portrait_video, video_avatar):
+def test_every_frame_is_registered_and_motion_is_smoothed_over_time(recording_stages, portrait_video, video_avatar):
     a = video_avatar
     assert a.frames == FRAMES and a.is_video
     assert a.f_s.shape[0] == a.motion_info.shape[0] == a.eye_open.shape[0] == a.source_rgb.shape[0] == FRAMES
     assert not np.array_equal(a.source_rgb[0], a.source_rgb[5]) and not np.allclose(a.f_s[0], a.f_s[5])
     # the face drifts right: the crops' translation follows it
     assert a.crop_to_source[5, 0, 2] - a.crop_to_source[0, 0, 2] == pytest.approx(30, abs=4)
-    raw = register_avatar(stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "source_smooth_k": 1}, video=True)
+    raw = register_avatar(recording_stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "source_smooth_k": 1}, video=True)
     np.testing.assert_allclose(a.motion_info, smooth_over_frames(raw.motion_info, 13), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(a.f_s, raw.f_s)  # f_s and the crops are not smoothed
-    short = register_avatar(stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "max_frames": 4}, video=True)
+    short = register_avatar(recording_stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "max_frames": 4}, video=True)
     assert short.frames == 4
 
 
@@ -51,11 +45,11 @@ def test_frames_loop_back_and_forth_over_the_source(video_avatar):
 
 
 @pytest.fixture(scope="module")
-def session_rows(stages, video_avatar, speech16k):
-    session = StreamingSession(video_avatar, stages, SessionOptions(delta_pitch=0.0), TINY.render_size)
-    stages.clear()
+def session_rows(recording_stages, video_avatar, speech16k):
+    session = StreamingSession(video_avatar, recording_stages, SessionOptions(delta_pitch=0.0), TINY.render_size)
+    recording_stages.clear()
     rows = session.feed(speech16k[: 40 * 640]) + session.end()
-    return session, rows, [c[0].copy() for c in stages.conds]
+    return session, rows, [c[0].copy() for c in recording_stages.conds]
 
 
 def test_video_keeps_its_own_head_motion_and_drives_the_lips(video_avatar, session_rows):
@@ -84,9 +78,9 @@ def test_eye_conditions_follow_the_source_frames(video_avatar, session_rows):
     assert len({tuple(np.round(r, 6)) for r in want}) > 1  # the eyes do change over the source frames
 
 
-def test_each_frame_is_pasted_into_its_source_frame(stages, video_avatar, session_rows):
+def test_each_frame_is_pasted_into_its_source_frame(recording_stages, video_avatar, session_rows):
     session, rows, _ = session_rows
-    fresh = StreamingSession(video_avatar, stages, SessionOptions(delta_pitch=0.0), TINY.render_size)
+    fresh = StreamingSession(video_avatar, recording_stages, SessionOptions(delta_pitch=0.0), TINY.render_size)
     fresh.feed(np.zeros(40 * 640, np.float32))
     fresh.end()
     frames = fresh.render_batch(rows[:16])
@@ -96,7 +90,7 @@ def test_each_frame_is_pasted_into_its_source_frame(stages, video_avatar, sessio
         assert matches == [video_avatar.source_index(g)], g
 
 
-def test_bad_videos_name_the_problem(stages, portrait, portrait_video, tmp_path):
+def test_bad_videos_name_the_problem(recording_stages, portrait, portrait_video, tmp_path):
     with pytest.raises(VideoDecodeError, match="empty"):
         decode_video(b"", 10, 512)
     with pytest.raises(VideoDecodeError, match="cannot decode"):
@@ -109,16 +103,16 @@ def test_bad_videos_name_the_problem(stages, portrait, portrait_video, tmp_path)
         writer.add(np.full((128, 128, 3), 90, np.uint8))
     writer.close()
     with pytest.raises(NoFaceError, match="video's first frame"):
-        register_avatar(stages, path.read_bytes(), TINY.appearance.image_size, {}, video=True)
+        register_avatar(recording_stages, path.read_bytes(), TINY.appearance.image_size, {}, video=True)
     with pytest.raises(InvalidOptionsError, match="max_frames"):
-        register_avatar(stages, portrait_video, TINY.appearance.image_size, {"max_frames": 0}, video=True)
+        register_avatar(recording_stages, portrait_video, TINY.appearance.image_size, {"max_frames": 0}, video=True)
 
 
-def test_a_session_eye_option_spans_every_source_frame(stages, video_avatar, speech16k):
-    session = StreamingSession(video_avatar, stages, SessionOptions(eye_open=(0.2, 0.3)), TINY.render_size)
-    stages.clear()
+def test_a_session_eye_option_spans_every_source_frame(recording_stages, video_avatar, speech16k):
+    session = StreamingSession(video_avatar, recording_stages, SessionOptions(eye_open=(0.2, 0.3)), TINY.render_size)
+    recording_stages.clear()
     assert len(session.feed(speech16k[: 20 * 640]) + session.end()) == 20
-    cond = stages.conds[-1][0]
+    cond = recording_stages.conds[-1][0]
     hidden = cond.shape[-1] - 79
     np.testing.assert_allclose(cond[:, hidden + 8 : hidden + 10], np.tile([0.2, 0.3], (cond.shape[0], 1)), atol=1e-6)
     eye_ball = video_avatar.eye_ball[video_avatar.source_index(np.arange(-60, 20))]
