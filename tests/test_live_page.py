@@ -188,3 +188,21 @@ def test_gateway_socket_streams_frames_and_reports_errors(gateway, triton, speec
     while active_sessions(triton) != 0:
         assert time.monotonic() < deadline, "a refused session is still open on the server"
         time.sleep(0.2)
+
+
+def test_an_audio_file_and_an_uploaded_portrait_play_to_the_end(browser, gateway, triton, samples_dir, portrait_video, tmp_path):
+    clip = tmp_path / "face.mp4"
+    clip.write_bytes(portrait_video)
+    browser.get(gateway)
+    wait_for(browser, lambda s: s["state"] == "idle", 10, "the page to load")
+    browser.find_element("css selector", "input[name=portrait][value=upload]").click()
+    browser.find_element("id", "portrait-file").send_keys(str(clip))  # a video avatar
+    browser.find_element("css selector", "input[name=audio][value=file]").click()
+    browser.find_element("id", "audio-file").send_keys(str(samples_dir / "ditto_example_audio.wav"))
+    browser.find_element("id", "start").click()
+    # the file plays in real time and ends the session by itself: every frame of its 15.76 s arrives
+    done = wait_for(browser, lambda s: s["state"] in ("stopped", "failed"), 90, "the file to play to the end")
+    assert done["state"] == "stopped", done
+    assert done["frames"] == -(-done["samplesSent"] // 640) and done["drawn"] > 100, done
+    assert done["frames"] == 394, done
+    assert browser.find_element("id", "status").text == "done: 394 frames"

@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const FRAME_HEADER_BYTES = 12; // uint32 frame index + float64 pts, little-endian (gateway/protocol.py)
 
-const stats = (window.dittoLive = { state: "idle", frames: 0, drawn: 0, late: 0, firstFrameMs: null, fps: 0, error: null });
+const stats = (window.dittoLive = { state: "idle", frames: 0, drawn: 0, late: 0, firstFrameMs: null, fps: 0, samplesSent: 0, error: null });
 let run = null;
 
 function setStatus(text, isError = false) {
@@ -77,7 +77,7 @@ function toInt16(samples) {
 
 async function start() {
   $("start").disabled = true;
-  Object.assign(stats, { state: "starting", frames: 0, drawn: 0, late: 0, firstFrameMs: null, fps: 0, error: null });
+  Object.assign(stats, { state: "starting", frames: 0, drawn: 0, late: 0, firstFrameMs: null, fps: 0, samplesSent: 0, error: null });
   showStats();
   try {
     setStatus("registering the portrait …");
@@ -105,6 +105,7 @@ async function start() {
       }
       if (run.sentAt === null) run.sentAt = performance.now();
       ws.send(toInt16(event.data));
+      stats.samplesSent += event.data.length;
       playback.port.postMessage(event.data);
     };
     source.node.connect(capture);
@@ -122,9 +123,10 @@ async function start() {
 
 function onMessage(event) {
   if (typeof event.data === "string") {
+    // after the frames before it are decoded and counted: events and frames keep their order
     const message = JSON.parse(event.data);
-    if (message.type === "done") finish(`done: ${message.frames} frames`);
-    else if (message.type === "error") finish(`error: ${message.message}`, true);
+    if (message.type === "done") run.decoding = run.decoding.then(() => finish(`done: ${message.frames} frames`));
+    else if (message.type === "error") run.decoding = run.decoding.then(() => finish(`error: ${message.message}`, true));
     return;
   }
   const data = event.data;
