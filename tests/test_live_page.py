@@ -90,7 +90,9 @@ def test_live_page_streams_shows_stats_and_stops(browser, gateway, triton, tmp_p
     browser.find_element("id", "start").click()
     stats = wait_for(browser, lambda s: s["frames"] >= 75 and s["drawn"] >= 25, 90, "75 frames received, 25 drawn")
     assert stats["state"] == "running" and stats["firstFrameMs"] > 0 and stats["fps"] > 5
-    panel = {k: browser.find_element("id", f"stat-{k}").text for k in ("first-frame", "fps", "frames", "late")}
+    print(f"live page: first frame {stats['firstFrameMs']:.0f} ms, {stats['fps']:.1f} frames/s, {stats['late']} late, video {stats['avLagMs']:.0f} ms behind the audio")
+    assert 0 <= stats["avLagMs"] < 200, stats  # frames are drawn at their time on the audio clock
+    panel = {k: browser.find_element("id", f"stat-{k}").text for k in ("first-frame", "fps", "frames", "late", "av-lag")}
     assert panel["first-frame"].endswith(" ms") and float(panel["fps"]) > 0 and int(panel["frames"]) >= 75, panel
 
     (tmp_path / "live.png").write_bytes(browser.get_screenshot_as_png())  # the whole page, for a person to look at

@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const FRAME_HEADER_BYTES = 12; // uint32 frame index + float64 pts, little-endian (gateway/protocol.py)
 
-const stats = (window.dittoLive = { state: "idle", frames: 0, drawn: 0, late: 0, firstFrameMs: null, fps: 0, samplesSent: 0, error: null });
+const stats = (window.dittoLive = { state: "idle", frames: 0, drawn: 0, late: 0, firstFrameMs: null, fps: 0, samplesSent: 0, avLagMs: null, error: null });
 let run = null;
 
 function setStatus(text, isError = false) {
@@ -19,6 +19,7 @@ function showStats() {
   $("stat-fps").textContent = stats.frames ? stats.fps.toFixed(1) : "–";
   $("stat-frames").textContent = String(stats.frames);
   $("stat-late").textContent = String(stats.late);
+  $("stat-av-lag").textContent = stats.avLagMs === null ? "–" : `${Math.round(stats.avLagMs)} ms`;
 }
 
 async function checked(response) {
@@ -77,7 +78,7 @@ function toInt16(samples) {
 
 async function start() {
   $("start").disabled = true;
-  Object.assign(stats, { state: "starting", frames: 0, drawn: 0, late: 0, firstFrameMs: null, fps: 0, samplesSent: 0, error: null });
+  Object.assign(stats, { state: "starting", frames: 0, drawn: 0, late: 0, firstFrameMs: null, fps: 0, samplesSent: 0, avLagMs: null, error: null });
   showStats();
   try {
     setStatus("registering the portrait …");
@@ -174,7 +175,10 @@ function draw() {
       }
       canvas.getContext("2d").drawImage(latest.bitmap, 0, 0);
       latest.bitmap.close();
+      // how far the picture trails the audio clock when it is shown (the audio plays on that clock)
+      run.lagSum = (run.lagSum || 0) + (clock - latest.pts) * 1000;
       stats.drawn += 1;
+      stats.avLagMs = run.lagSum / stats.drawn;
     }
   }
   requestAnimationFrame(draw);
