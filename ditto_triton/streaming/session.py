@@ -198,10 +198,7 @@ class StreamingSession:
         pairs = [stitcher.keypoints(row, self.frame_control(first + k), sources[k]) for k, row in enumerate(rows)]
         x_s = np.concatenate([p[0] for p in pairs])
         x_d = np.concatenate([p[1] for p in pairs])
-        if avatar.is_video:
-            f_s = avatar.f_s[sources]
-        else:
-            f_s = np.repeat(avatar.f_s, len(rows), axis=0) if len(rows) > 1 else avatar.f_s
+        f_s = avatar.f_s if len(rows) == 1 and not avatar.is_video else avatar.f_s[sources]  # one row per frame
         renders = infer_chain(self._stages, RENDER_CHAIN, {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d})["output"]
         self.frames_rendered += len(renders)
         return [RenderedCrop(first + k, render) for k, render in enumerate(renders)]
