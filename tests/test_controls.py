@@ -161,7 +161,7 @@ def test_controls_for_frames_already_generated_are_refused(recording_stages, pho
         ('[{"frame": 1, "delta_exp": [1, 2]}]', "63 numbers"),
         ('[{"frame": 1, "fade": 2}]', "0..1"),
         ('[{"frame": 1, "eye_open": [0.3]}]', "eye_open must be"),
-        ('[{"frame": 1, "eye_open": [0.3, 9]}]', "0.0..1.5"),
+        ('[{"frame": 1, "eye_open": [0.3, 9]}]', "0.0..3.0"),
     ],
 )
 def test_malformed_controls_name_the_problem(text, message):

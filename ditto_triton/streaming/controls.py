@@ -4,8 +4,9 @@ A request's `controls` is a JSON list of objects, each naming frames with `frame
 `from`/`to` (indices, `to` exclusive) and any of `delta_pitch`, `delta_yaw`, `delta_roll` (degrees,
 added to the session's own offsets), `delta_exp` (63 numbers added to the expression), `fade` (0..1:
 0 shows the source's pose and expression, 1 the generated motion), `eye_open` ([left, right]
-openness, 0..1.5, the LMDM's eye condition for those frames instead of the avatar's; it steers
-generation, so it applies to LMDM windows sampled after it arrives). A later entry for a frame
+openness in 0..3, open eyes measure about 1: the LMDM's eye condition for those frames instead of
+the avatar's; it steers generation, so it applies to LMDM windows sampled after it arrives). A
+later entry for a frame
 replaces the fields it names. Controls must arrive no later than the audio of the frames they
 name: a frame whose motion was already generated cannot be steered any more, and naming one is an
 error (nothing sent is silently dropped).
@@ -24,7 +25,7 @@ MAX_FRAMES_PER_ENTRY = 25 * 3600
 _POSE = ("delta_pitch", "delta_yaw", "delta_roll")
 CONDITION_FIELDS = ("eye_open",)  # steer the LMDM's condition, not the rendering
 _FIELDS = (*_POSE, "delta_exp", "fade", *CONDITION_FIELDS)
-EYE_OPEN_RANGE = (0.0, 1.5)
+EYE_OPEN_RANGE = (0.0, 3.0)  # the sample photo's open eyes measure about 1.0, closed ones near 0
 
 
 class ControlsError(ValueError):
