@@ -11,7 +11,7 @@ from ditto_triton.avatar.errors import InvalidOptionsError, NoFaceError, VideoDe
 from ditto_triton.avatar.video import decode_video
 from ditto_triton.client.video import Mp4Writer
 from ditto_triton.profiles import TINY
-from ditto_triton.streaming.avatar_features import smooth_over_frames
+from ditto_triton.streaming.smoothing import moving_average
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import StreamingSession
@@ -33,7 +33,7 @@ def test_every_frame_is_registered_and_motion_is_smoothed_over_time(recording_st
     # the face drifts right: the crops' translation follows it
     assert a.crop_to_source[5, 0, 2] - a.crop_to_source[0, 0, 2] == pytest.approx(30, abs=4)
     raw = register_avatar(recording_stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "source_smooth_k": 1}, video=True)
-    np.testing.assert_allclose(a.motion_info, smooth_over_frames(raw.motion_info, 13), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.motion_info, moving_average(raw.motion_info, 13), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(a.f_s, raw.f_s)  # f_s and the crops are not smoothed
     short = register_avatar(recording_stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "max_frames": 4}, video=True)
     assert short.frames == 4

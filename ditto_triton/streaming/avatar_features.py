@@ -12,6 +12,7 @@ import numpy as np
 
 from ditto_triton.streaming.conditions import mirror_index
 from ditto_triton.streaming.motion_vector import MOTION_KEYS, info_to_vector, pack_info, unpack_info
+from ditto_triton.streaming.smoothing import moving_average
 from ditto_triton.streaming.stages import Stages
 
 SOURCE_SMOOTH_K = 13  # Ditto's smo_k_s: temporal mean filter on a video's motion-extractor outputs
@@ -71,16 +72,6 @@ class AvatarFeatures:
         return self.info["kp"].reshape(-1)
 
 
-def smooth_over_frames(rows: np.ndarray, k: int) -> np.ndarray:
-    """Centred moving average of width k along axis 0, the window clipped at both ends."""
-    if k <= 1 or rows.shape[0] < 2:
-        return rows
-    half, n = k // 2, rows.shape[0]
-    sums = np.concatenate([np.zeros((1, *rows.shape[1:]), np.float64), np.cumsum(rows, axis=0, dtype=np.float64)])
-    lo, hi = np.maximum(np.arange(n) - half, 0), np.minimum(np.arange(n) + half + 1, n)
-    return ((sums[hi] - sums[lo]) / (hi - lo).reshape(-1, *[1] * (rows.ndim - 1))).astype(rows.dtype)
-
-
 def extract_features(
     stages: Stages, extractor_input: np.ndarray, eye_open: np.ndarray, eye_ball: np.ndarray,
     source_rgb: np.ndarray, crop_to_source: np.ndarray, smooth_k: int = SOURCE_SMOOTH_K, batch: int = 8,
@@ -104,7 +95,7 @@ def features_from_extractors(
     motion = np.concatenate([pack_info({k: outputs[k][i : i + 1] for k in MOTION_KEYS}) for i in range(n)])
     return AvatarFeatures(
         f_s=np.ascontiguousarray(outputs["pred"], np.float32),
-        motion_info=smooth_over_frames(motion, smooth_k),
+        motion_info=moving_average(motion, smooth_k),
         eye_open=np.asarray(eye_open, np.float32).reshape(n, 2),
         eye_ball=np.asarray(eye_ball, np.float32).reshape(n, 6),
         source_rgb=np.ascontiguousarray(source_rgb, np.uint8),

@@ -23,6 +23,7 @@ import numpy as np
 from ditto_triton.streaming.conditions import ConditionBuilder
 from ditto_triton.streaming.motion_vector import MOTION_DIM, POSE_DIMS
 from ditto_triton.streaming.sampler import DDIMSampler
+from ditto_triton.streaming.smoothing import moving_average
 
 # lmdm(x (1,80,265), cond_frame (1,265), cond (1,80,C), time_cond (1,) int64) -> (pred_noise, x_start)
 LMDMCall = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -59,10 +60,10 @@ def smooth_pose(rows: np.ndarray, start: int, end: int, k: int) -> None:
     """Centred moving average of width k over rows [start, end), dims [0:202] only, in place."""
     if k <= 1:
         return
-    src = rows.copy()
     half, n = k // 2, rows.shape[0]
-    for i in range(max(start, 0), min(end, n)):
-        rows[i, :POSE_DIMS] = src[max(0, i - half) : min(n, i + half + 1), :POSE_DIMS].mean(axis=0)
+    start, end = max(start, 0), min(end, n)
+    lo, hi = max(start - half, 0), min(end + half, n)  # the neighbours the windows of [start, end) reach
+    rows[start:end, :POSE_DIMS] = moving_average(rows[lo:hi, :POSE_DIMS], k)[start - lo : end - lo]
 
 
 class WindowSampler:
@@ -128,7 +129,6 @@ class OfflineMotion:
         self._conditions = conditions
         self._features: list[np.ndarray] = []
         self.d0: np.ndarray | None = None
-        self.released = 0
 
     def push(self, features: np.ndarray) -> list[np.ndarray]:
         if features.size:
@@ -143,7 +143,6 @@ class OfflineMotion:
         self._features = []
         if motion.shape[0]:
             self.d0 = motion[0].copy()
-        self.released = motion.shape[0]
         return list(motion)
 
     def generate(self, features: np.ndarray) -> np.ndarray:
