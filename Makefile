@@ -6,7 +6,7 @@ PROFILE ?= tiny
 WEIGHTS ?= synthetic
 EXPORT_DIR ?= out/export/$(PROFILE)
 
-.PHONY: setup demo export serve test test-slow lock clean bench bench-gate soak live
+.PHONY: setup demo export serve test test-slow lock clean bench bench-gpu bench-gate soak live
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,13 @@ test-slow: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m ditto_triton.benchmarks.suite $(BENCH_ARGS)
+
+# On a machine with an NVIDIA GPU (driver >= 580: PyPI's torch 2.13.0 is a CUDA 13 build): the torch flavor
+# (PyTorch fp16 on CUDA) of the full profile served by the pip tritonserver; sessions per GPU, render-chain
+# ms/frame per batch size, first-frame delay, GPU memory per session. Results name the GPU.
+bench-gpu: setup
+	$(BIN)/python -m ditto_triton.benchmarks.suite --profile full --flavor torch --skip-full --skip-inprocess \
+		--max-sessions 32 --min-levels 4 $(BENCH_ARGS)
 
 # Real-time gate on the tiny profile (about 70 s): prints each value next to its threshold, exits 1 on a miss.
 bench-gate: setup

@@ -63,6 +63,26 @@ def _stages_section(stages: Any) -> list[str]:
     return lines + ["", "Latency is per request (a whole batch); infer/s counts frames (requests × batch).", ""]
 
 
+def _batch_section(results: Mapping[str, Any]) -> list[str]:
+    scaling = results.get("batch_scaling")
+    if not scaling:
+        return []
+    lines = ["## Frames/s against batch size (concurrent sessions' frames batched together)", ""]
+    rows = [
+        [model, b, r["frames_per_s"], r["ms_per_frame"]]
+        for model, m in scaling.items() for b, r in m["by_batch"].items()
+    ]
+    lines += _table(["model", "batch", "frames/s", "ms/frame"], rows)
+    lines.append("")
+    for model, m in scaling.items():
+        lines.append(f"- {model}: {m['batch1_ms']} ms/frame at batch 1, {m['best_ms']} ms/frame at batch "
+                     f"{m['best_batch']} ({m['speedup']}×)")
+    memory = results.get("gpu_memory_per_session")
+    if memory:
+        lines.append(f"- GPU memory per extra session: {memory['mib_per_session']} MiB (peak per level: {memory['points']})")
+    return lines + [""]
+
+
 def _sessions_section(results: Mapping[str, Any]) -> list[str]:
     th = results.get("thresholds", {})
     lines = [
@@ -161,6 +181,7 @@ def render_markdown(results: Mapping[str, Any], images: Mapping[str, Path]) -> s
         "",
     ]
     lines += _stages_section(results.get("stages"))
+    lines += _batch_section(results)
     lines += _sessions_section(results)
     lines += _ratios_section(results)
     lines += _full_section(results.get("full"))

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ditto_triton.benchmarks import provenance
+from ditto_triton.benchmarks.batch_scaling import batch_scaling
+from ditto_triton.benchmarks.gpu_memory import GpuMemorySampler, per_extra_session
 from ditto_triton.benchmarks.criteria import load_thresholds
 from ditto_triton.export.current import ensure_export
 from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_server
@@ -46,7 +48,8 @@ def serving(args: argparse.Namespace, export_dir: Path) -> Iterator[tuple[str, s
     if args.url:
         yield args.url, args.metrics_url
         return
-    with local_server(export_dir, args.flavor) as urls:
+    render = {"instance_kind": args.instance_kind, "cuda_graphs": args.cuda_graphs}
+    with local_server(export_dir, args.flavor, **render) as urls:
         yield urls
 
 
@@ -147,22 +150,29 @@ def run_suite(args: argparse.Namespace) -> Path:
             latency_samples = got if "error" not in got else {}
             if "error" in got:
                 results["stage_latency_error"] = got["error"]
+            results["batch_scaling"] = batch_scaling(results["stages"])
         from ditto_triton.benchmarks.sessions import run_locust, sweep_sessions
 
-        sweep = step(
-            "Locust session sweep",
-            lambda: sweep_sessions(
-                url, image=image_path, audio=audio_path, thresholds=thresholds, max_concurrency=args.max_sessions,
-                min_levels=args.min_levels, seconds=args.seconds, on_level=lambda lv: log.info(
-                    "%d session(s): fps min %s, FFD p95 %s ms, late %s -> %s", lv["concurrency"], lv["fps_min"],
-                    lv["ffd_ms_p95"], lv["late_frame_ratio"], "real time" if lv["realtime"] else "NOT real time"),
-            ),
-            timings,
-        )  # fmt: skip
+        def on_level(lv: dict[str, Any]) -> None:
+            lv["gpu_memory_mib"] = memory.take_peak()
+            log.info("%d session(s): fps min %s, FFD p95 %s ms, late %s, GPU %s MiB -> %s", lv["concurrency"],
+                     lv["fps_min"], lv["ffd_ms_p95"], lv["late_frame_ratio"], lv["gpu_memory_mib"],
+                     "real time" if lv["realtime"] else "NOT real time")  # fmt: skip
+
+        with GpuMemorySampler() as memory:
+            sweep = step(
+                "Locust session sweep",
+                lambda: sweep_sessions(
+                    url, image=image_path, audio=audio_path, thresholds=thresholds, max_concurrency=args.max_sessions,
+                    min_levels=args.min_levels, seconds=args.seconds, on_level=on_level,
+                ),
+                timings,
+            )
         if "error" in sweep:
             results["sessions"], results["max_realtime_sessions"] = sweep, None
         else:
             results["sessions"], results["max_realtime_sessions"] = sweep["levels"], sweep["max_realtime_sessions"]
+            results["gpu_memory_per_session"] = per_extra_session(sweep["levels"])
 
         def ffd_full() -> dict[str, Any]:
             run = run_locust(url, 1, image=image_path, audio=audio_path, mode="full", sessions_per_user=args.ffd_sessions,
@@ -172,12 +182,16 @@ def run_suite(args: argparse.Namespace) -> Path:
             return {**aggregate([summarize(SessionRecord.from_dict(r)) for r in run["records"]]), "audio_s": args.ffd_seconds}
 
         results["ffd_full_audio"] = step("first-frame delay, audio fully available", ffd_full, timings)
-        through = step("Triton vs in-process frames/s", lambda: throughput(url, export_dir, image, audio, args.repeats), timings)
+        through = {"error": "skipped (--skip-inprocess)"}
+        if not args.skip_inprocess:
+            through = step("Triton vs in-process frames/s", lambda: throughput(url, export_dir, image, audio, args.repeats), timings)
         results["throughput"] = through
         results["metrics"] = step("orchestrator metrics", lambda: scrape_metrics(metrics_url), timings)
     from ditto_triton.benchmarks.stage_timing import time_ort_vs_torch
 
-    results["stage_timing"] = step("ONNX Runtime vs PyTorch", lambda: time_ort_vs_torch(export_dir), timings)
+    results["stage_timing"] = {"error": "skipped (--skip-inprocess)"}
+    if not args.skip_inprocess:
+        results["stage_timing"] = step("ONNX Runtime vs PyTorch", lambda: time_ort_vs_torch(export_dir), timings)
     results["ratios"] = {
         "triton_over_inprocess": round(through["triton_fps"] / through["inprocess_fps"], 3) if "error" not in through else None,
         "ort_over_torch": {s: t["ort_over_torch"] for s, t in results["stage_timing"].items()} if "error" not in results["stage_timing"] else {},
@@ -206,12 +220,21 @@ def server_metadata(url: str) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Ditto on Triton benchmark suite (make bench).")
     p.add_argument("--profile", default="tiny", choices=("tiny", "full"))
-    p.add_argument("--flavor", default="python-ort", help="model repository flavor (python-ort serves here; GPU flavors need --url)")
+    p.add_argument(
+        "--flavor", default="python-ort",
+        help="model repository flavor: python-ort and torch are served by a local tritonserver, onnxruntime/tensorrt need --url",
+    )
+    p.add_argument("--instance-kind", choices=("cpu", "gpu"), default=None, help="local server: default per flavor")
+    p.add_argument("--cuda-graphs", action="store_true", help="local torch flavor on GPU: replay CUDA graphs")
     p.add_argument("--device", default=None, help="device label (default: nvidia-smi's GPU, else the CPU model)")
     p.add_argument("--export-dir", type=Path, default=None, help="default out/export/<profile>")
     p.add_argument("--full-export-dir", type=Path, default=Path("out/export/full"))
     p.add_argument("--skip-full", action="store_true", help="skip the full profile's per-stage timing")
     p.add_argument("--skip-stages", action="store_true", help="skip perf_analyzer and the latency CDFs")
+    p.add_argument(
+        "--skip-inprocess", action="store_true",
+        help="skip the in-process CPU baselines (Triton ÷ in-process, ORT vs PyTorch): for GPU runs of the full profile",
+    )
     p.add_argument("--url", default=None, help="use this running server (loopback gRPC host:port) instead of starting one")
     p.add_argument("--metrics-url", default=None, help="its metrics URL (with --url)")
     p.add_argument("--image", type=Path, default=SAMPLE_IMAGE)

@@ -68,3 +68,21 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: manifest format {manifest.get('format_version')} != {FORMAT_VERSION}")
     return manifest
+
+
+def checkpoint_of(entry: dict[str, Any], export_dir: Path) -> Path | None:
+    """The checkpoint a manifest stage entry was exported from, found as recorded (relative to the
+    working directory at export time) or inside `export_dir`, and checked by sha256; None when the
+    stage came from a user-supplied ONNX file (Ditto's HuBERT) and has no PyTorch weights."""
+    source = entry.get("weights", {})
+    if source.get("kind") not in ("synthetic", "checkpoint"):
+        return None
+    recorded = Path(source.get("checkpoint") or source["path"])
+    scratch = Path(export_dir) / "synthetic_weights"
+    for path in (recorded, scratch / "models" / recorded.name, scratch / recorded.name):
+        if path.is_file() and sha256_file(path) == source["sha256"]:
+            return path
+    raise FileNotFoundError(
+        f"checkpoint {recorded} of this export (sha256 {source['sha256'][:12]}…) not found as recorded nor in "
+        f"{export_dir / 'synthetic_weights'}; re-run ditto-export"
+    )

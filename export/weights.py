@@ -110,3 +110,16 @@ def load_stage(
     module = net.build(profile)
     load_checkpoint(net.state_module(module), path, net.nesting)
     return LoadedStage(module, {"kind": "checkpoint", "path": str(path), "sha256": sha256_file(path)})
+
+
+def load_checkpoint_module(net: StageNetwork, spec: StageSpec, profile: Profile, path: Path) -> nn.Module:
+    """The stage's module filled from one checkpoint file in the released layout (HuBERT: a plain
+    HubertModel state dict), prepared as for export (spectral norm / weight norm folded), in eval mode."""
+    module = net.build(profile)
+    if spec.checkpoint_file is None:
+        _load_aux(module, path)
+    else:
+        load_checkpoint(net.state_module(module), Path(path), net.nesting)
+    net.prepare_export(module)
+    return module.eval()
+

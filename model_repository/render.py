@@ -3,13 +3,18 @@
 Every stage config is generated from `ditto_triton.stages.stage_specs(profile)`; model names are
 stage names. Flavors:
 
-- `python-ort`: python-backend models running ONNX Runtime on CPU (`backends/stage_ort.py`); the
+- `python-ort`: python-backend models running ONNX Runtime on CPU (`backends/stage.py`); the
   embedded default, served by the pip `tritonserver` (see `server.py`).
-- `onnxruntime`: Triton's onnxruntime backend (`platform: "onnxruntime_onnx"`), NVIDIA's container.
-- `tensorrt`: `platform: "tensorrt_plan"`; only configs and a README.txt per stage saying how its
-  `model.plan` is built on the serving GPU (see `gpu_flavors.py`).
+- `onnxruntime`: Triton's onnxruntime backend (`platform: "onnxruntime_onnx"`, CUDA provider on
+  GPU instances), NVIDIA's container.
+- `tensorrt`: `platform: "tensorrt_plan"`; each stage's `model.plan` from an engines directory
+  built by `ditto-trt-build` on the serving GPU, or a README.txt saying how to build it.
+- `torch`: python-backend models running the PyTorch modules (`torch_runtime.py`): fp16 on CUDA,
+  optional CUDA graphs; with instance kind cpu the same code runs here.
 
-All flavors get the `render_chain` and `extractors` ensembles and, with `include_services`, the
+The GPU flavors serve the warp network with `warp_runner` (default `torch`: the 5-D GridSample has
+no TensorRT layer and no CUDA kernel in the container's ONNX Runtime; see `gpu_flavors.py`). All
+flavors get the `render_chain` and `extractors` ensembles and, with `include_services`, the
 python `avatar_registry` and `orchestrator` models.
 """
 
@@ -25,27 +30,35 @@ from typing import Any
 
 from ditto_triton.ensembles.extractors import extractors_config
 from ditto_triton.ensembles.render_chain import render_chain_config
-from ditto_triton.export.manifest import read_manifest
+from ditto_triton.export import engine_plan as ep
+from ditto_triton.export.manifest import checkpoint_of, read_manifest
 from ditto_triton.model_repository import gpu_flavors, pbtxt
 from ditto_triton.model_repository.service_configs import avatar_registry_config, orchestrator_config
 from ditto_triton.model_repository.stage_runtime import StageParameters
+from ditto_triton.model_repository.torch_parameters import TorchParameters
 from ditto_triton.profiles import get_profile
 from ditto_triton.stages import StageSpec, stage_specs
 
 log = logging.getLogger(__name__)
 
-FLAVORS = ("python-ort", "onnxruntime", "tensorrt")
+FLAVORS = ("python-ort", "onnxruntime", "tensorrt", "torch")
 VERSION = "1"
 MARKER = ".ditto_repository.json"
 BACKENDS_PACKAGE = "ditto_triton.model_repository.backends"
+# What runs one stage: ONNX Runtime in a python model (`ort`), Triton's onnxruntime or tensorrt
+# backend, or the PyTorch module in a python model (`torch`, torch_runtime.py).
+RUNNERS = ("ort", "onnxruntime", "tensorrt", "torch")
+_NATIVE = {"python-ort": "ort", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "torch": "torch"}
 # How long the dynamic batcher holds a request that has not filled a preferred batch. On the CPU
 # flavor an idle stage starts at once (a single session's batch-1 LMDM step would otherwise wait
 # the full delay, 400 times per 16 s clip); requests that queue while the stage is busy are still
-# batched together. GPU flavors wait a little to batch the per-frame stages of many sessions.
-QUEUE_DELAY_US = {"python-ort": 0, "onnxruntime": 500, "tensorrt": 500}
+# batched together. GPU flavors wait a little so that concurrent sessions' frames meet in one batch.
+QUEUE_DELAY_US = {"python-ort": 0, "onnxruntime": 500, "tensorrt": 500, "torch": 500}
 
-_DEFAULT_KIND = {"python-ort": pbtxt.KIND_CPU, "onnxruntime": pbtxt.KIND_GPU, "tensorrt": pbtxt.KIND_GPU}
-_ARTIFACT = {"python-ort": "model.onnx", "onnxruntime": "model.onnx", "tensorrt": "model.plan"}
+_DEFAULT_KIND = {
+    "python-ort": pbtxt.KIND_CPU, "onnxruntime": pbtxt.KIND_GPU, "tensorrt": pbtxt.KIND_GPU, "torch": pbtxt.KIND_GPU,
+}
+_ARTIFACT = {"ort": "model.onnx", "onnxruntime": "model.onnx", "tensorrt": "model.plan", "torch": "model.pth"}
 
 
 def parse_instance_kind(flavor: str, instance_kind: str | None) -> int:
@@ -63,6 +76,25 @@ def parse_instance_kind(flavor: str, instance_kind: str | None) -> int:
     return kind
 
 
+def stage_runners(flavor: str, manifest: Mapping[str, Any], kind: int, warp_runner: str | None) -> dict[str, str]:
+    """{stage: runner} for a flavor. The GPU flavors serve the warp network with `warp_runner`; the
+    torch flavor serves a stage that has no PyTorch weights (Ditto's HuBERT ships as ONNX only)
+    with ONNX Runtime: Triton's onnxruntime backend on GPUs, the python-ort model on CPU (where
+    HuBERT always does: see below)."""
+    runners = {}
+    for name, entry in manifest["stages"].items():
+        runner = _NATIVE[flavor]
+        if name == ep.WARP_STAGE and warp_runner == "torch":
+            runner = "torch"
+        no_weights = entry.get("weights", {}).get("kind") not in ("synthetic", "checkpoint")
+        # HuBERT's module comes from transformers, which imports `ssl`; the pip tritonserver's python
+        # stub cannot load this interpreter's _ssl (undefined _PyModule_Add), so on CPU it stays on ORT.
+        if runner == "torch" and (no_weights or (name == "hubert" and kind == pbtxt.KIND_CPU)):
+            runner = "onnxruntime" if kind == pbtxt.KIND_GPU else "ort"
+        runners[name] = runner
+    return runners
+
+
 def preferred_batch_sizes(max_batch_size: int) -> list[int]:
     """Powers of two from 2 up to, and including, `max_batch_size`."""
     sizes = [b for b in (2**i for i in range(1, 16)) if b < max_batch_size]
@@ -74,12 +106,25 @@ def default_ort_threads() -> int:
 
 
 def stage_config(
-    spec: StageSpec, flavor: str, *, kind: int, max_batch_size: int, ort_threads: int | None = None
+    spec: StageSpec,
+    flavor: str,
+    *,
+    kind: int,
+    max_batch_size: int,
+    ort_threads: int | None = None,
+    runner: str | None = None,
+    profile: str = "tiny",
+    cuda_graphs: bool = False,
+    queue_delay_us: int | None = None,
 ) -> pbtxt.ModelConfig:
-    """One stage's config. Batch-dynamic stages get `max_batch_size` and dynamic batching;
-    the others (HuBERT) are unbatched (max_batch_size 0, full dims)."""
+    """One stage's config, run by `runner` (default: the flavor's own). Batch-dynamic stages get
+    `max_batch_size` and dynamic batching; the others (HuBERT) are unbatched (max_batch_size 0,
+    full dims). torch stages on GPU run in Ditto's precision split (fp16 except motion, LMDM, HuBERT)."""
     if flavor not in FLAVORS:
         raise ValueError(f"unknown flavor {flavor!r}; choose one of {FLAVORS}")
+    runner = runner or _NATIVE[flavor]
+    if runner not in RUNNERS:
+        raise ValueError(f"unknown runner {runner!r}; choose one of {RUNNERS}")
     if spec.batch_dynamic and max_batch_size < 1:
         raise ValueError(f"{spec.name}: max_batch_size must be >= 1 (got {max_batch_size})")
     batched = spec.batch_dynamic
@@ -88,20 +133,32 @@ def stage_config(
     config.output.extend(pbtxt.spec_output(t, batched) for t in spec.outputs)
     if batched:
         config.dynamic_batching.preferred_batch_size.extend(preferred_batch_sizes(max_batch_size))
-        config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US[flavor]
+        delay = QUEUE_DELAY_US[flavor] if queue_delay_us is None else queue_delay_us
+        config.dynamic_batching.max_queue_delay_microseconds = delay
     config.instance_group.append(pbtxt.instance_group(kind, 1))
-    if flavor == "python-ort":
+    if runner == "ort":
         config.backend = "python"
         threads = default_ort_threads() if ort_threads is None else ort_threads
-        params = StageParameters(onnx_file=_ARTIFACT[flavor], intra_op_threads=threads)
+        params = StageParameters(onnx_file=_ARTIFACT[runner], intra_op_threads=threads)
         pbtxt.set_parameters(config, params.as_config())
-    elif flavor == "onnxruntime":
+    elif runner == "torch":
+        config.backend = "python"
+        on_gpu = kind == pbtxt.KIND_GPU
+        torch_params = TorchParameters(
+            profile=profile,
+            checkpoint_file=_ARTIFACT[runner],
+            device="cuda" if on_gpu else "cpu",
+            precision=ep.precision(spec.name) if on_gpu else "fp32",
+            cuda_graphs=cuda_graphs and on_gpu and batched,
+        )
+        pbtxt.set_parameters(config, torch_params.as_config())
+    elif runner == "onnxruntime":
         config.platform = "onnxruntime_onnx"
     else:
         config.platform = "tensorrt_plan"
-        trt_params: dict[str, object] = {"precision": gpu_flavors.trt_precision(spec.name)}
-        if spec.name in gpu_flavors.TRT_PLUGIN_STAGES:
-            trt_params["required_plugin"] = gpu_flavors.TRT_PLUGIN_STAGES[spec.name]
+        trt_params: dict[str, object] = {"precision": ep.precision(spec.name)}
+        if spec.name == ep.WARP_STAGE:
+            trt_params["required_plugin"] = ep.GRID_PLUGIN
         pbtxt.set_parameters(config, trt_params)
     return config
 
@@ -157,17 +214,26 @@ def render_repository(
     ort_threads: int | None = None,
     max_sessions: int = 16,
     idle_timeout_s: float = 60.0,
+    warp_runner: str | None = None,
+    engines_dir: Path | None = None,
+    cuda_graphs: bool = False,
+    queue_delay_us: int | None = None,
 ) -> Path:
     """Write a complete model repository for `flavor` into `out_dir` and return it.
 
     `out_dir` is replaced if an earlier render made it; any other non-empty directory is refused.
-    python-ort/onnxruntime stages get their ONNX file hard-linked (copied across file systems) to
-    `<stage>/1/model.onnx`; tensorrt stages get a README.txt instead of the plan.
+    Each stage gets its artifact hard-linked (copied across file systems) into `<stage>/1/`:
+    `model.onnx` (ort, onnxruntime), `model.pth` (torch: the checkpoint the export was made from),
+    `model.plan` (tensorrt, from `engines_dir`; without it a README.txt says how to build it).
+    `queue_delay_us` overrides the flavor's dynamic-batching delay.
     """
     if flavor not in FLAVORS:
         raise ValueError(f"unknown flavor {flavor!r}; choose one of {FLAVORS}")
+    if engines_dir is not None and flavor != "tensorrt":
+        raise ValueError(f"engines_dir is for the tensorrt flavor, not {flavor!r}")
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     kind = parse_instance_kind(flavor, instance_kind)
+    warp_runner = gpu_flavors.check_warp_runner(flavor, warp_runner)
     manifest = read_manifest(export_dir)
     profile = get_profile(manifest["profile"])
     specs = stage_specs(profile)
@@ -175,21 +241,35 @@ def render_repository(
         name: _check_manifest_stage(name, manifest["stages"].get(name), spec, export_dir)
         for name, spec in specs.items()
     }
+    runners = stage_runners(flavor, manifest, kind, warp_runner)
+    artifacts = {name: sources[name] for name, runner in runners.items() if runner in ("ort", "onnxruntime")}
+    artifacts.update(
+        {name: checkpoint_of(manifest["stages"][name], export_dir) for name, runner in runners.items() if runner == "torch"}
+    )
+    if engines_dir is not None:
+        artifacts.update(
+            ep.read_engines(engines_dir, export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner or "torch")
+        )
+    builds = {b.stage: b for b in ep.plan_builds(export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner)} \
+        if flavor == "tensorrt" else {}
     _prepare_out_dir(out_dir)
 
     for name, spec in specs.items():
-        config = stage_config(spec, flavor, kind=kind, max_batch_size=max_batch_size, ort_threads=ort_threads)
+        runner = runners[name]
+        config = stage_config(
+            spec, flavor, kind=kind, max_batch_size=max_batch_size, ort_threads=ort_threads, runner=runner,
+            profile=profile.name, cuda_graphs=cuda_graphs, queue_delay_us=queue_delay_us,
+        )
         model_dir = out_dir / name
         version_dir = model_dir / VERSION
         version_dir.mkdir(parents=True)
         pbtxt.write_config(config, model_dir)
-        if flavor == "tensorrt":
-            readme = gpu_flavors.plan_readme(spec, profile, sources[name].name, max_batch_size)
-            (version_dir / "README.txt").write_text(readme)
+        if name in artifacts:
+            _link_or_copy(artifacts[name], version_dir / _ARTIFACT[runner])
         else:
-            _link_or_copy(sources[name], version_dir / _ARTIFACT[flavor])
-        if flavor == "python-ort":
-            (version_dir / "model.py").write_text(_shim(f"{BACKENDS_PACKAGE}.stage_ort", f"python-ort stage {name}"))
+            (version_dir / "README.txt").write_text(gpu_flavors.plan_readme(builds[name]))
+        if runner in ("ort", "torch"):
+            (version_dir / "model.py").write_text(_shim(f"{BACKENDS_PACKAGE}.stage", f"{runner} stage {name}"))
 
     ensembles = [render_chain_config(specs, max_batch_size), extractors_config(specs, max_batch_size)]
     for config in ensembles:
@@ -214,6 +294,9 @@ def render_repository(
         "profile": profile.name,
         "export_dir": str(export_dir.resolve()),
         "stages": list(specs),
+        "runners": runners,
+        "warp_runner": warp_runner,
+        "plans": str(Path(engines_dir).resolve()) if engines_dir is not None else None,
         "ensembles": [c.name for c in ensembles],
         "services": [c.name for c in services],
     }

@@ -3,9 +3,12 @@
     ditto-serve                                   # tiny export, python-ort, Triton on 127.0.0.1:8000/8001/8002
     ditto-serve --export out/export/full --render-only
     ditto-serve --flavor tensorrt --render-only   # configs for NVIDIA's container + the docker line
+    ditto-serve --flavor torch                    # PyTorch on the GPU (fp16), the pip tritonserver
+    ditto-serve --flavor torch --instance-kind cpu
 
-Only the python-ort flavor runs here (the pip tritonserver has only the python backend); the GPU
-flavors are rendered for `nvcr.io/nvidia/tritonserver` and the command to serve them is printed.
+The pip tritonserver has only the python backend, so it serves python-ort and torch; the
+onnxruntime and tensorrt flavors are rendered for NVIDIA's container (deploy/, which builds the
+TensorRT plans) and the command to serve them is printed.
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--instance-kind", choices=("cpu", "gpu"), default=None, help="default: per flavor")
     parser.add_argument("--max-batch-size", type=int, default=8, help="per-frame stages and LMDM (default %(default)s)")
     parser.add_argument("--no-services", action="store_true", help="stages and ensembles only, no orchestrator")
+    parser.add_argument(
+        "--warp-runner", choices=("torch", "plugin", "onnxruntime"), default=None,
+        help="GPU flavors: what serves the warp network (default torch; tensorrt: plugin, onnxruntime: onnxruntime)",
+    )
+    parser.add_argument("--engines", type=Path, default=None, help="tensorrt: ditto-trt-build's plans directory")
+    parser.add_argument("--cuda-graphs", action="store_true", help="torch runner on GPU: replay CUDA graphs")
+    parser.add_argument(
+        "--queue-delay-us", type=int, default=None, help="dynamic batching delay of the batched stages (default: per flavor)"
+    )
     parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
     parser.add_argument(
         "--max-sessions", type=int, default=16, help="live sessions the orchestrator admits (default %(default)s)"
@@ -89,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             include_services=not args.no_services,
             max_batch_size=args.max_batch_size,
             max_sessions=args.max_sessions,
+            warp_runner=args.warp_runner,
+            engines_dir=args.engines,
+            cuda_graphs=args.cuda_graphs,
+            queue_delay_us=args.queue_delay_us,
         )
         validate_repository(repo, args.export)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
@@ -96,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"model repository ({profile}, {args.flavor}): {repo}")
 
-    if args.flavor != "python-ort":
-        print(f"the {args.flavor} backend runs only in NVIDIA's Triton container; serve the repository with:")
-        print("  " + gpu_flavors.docker_run_command(repo, host=args.host))
-        if args.flavor == "tensorrt":
+    if args.flavor in ("onnxruntime", "tensorrt"):
+        print(f"the {args.flavor} backend runs only in NVIDIA's Triton container (deploy/); serve the repository with:")
+        print("  " + gpu_flavors.docker_run_command(repo, host=args.host, plugin=args.warp_runner == "plugin"))
+        if args.flavor == "tensorrt" and args.engines is None:
             print("first build every stage's model.plan on the serving GPU (see <stage>/1/README.txt)")
         if not args.no_services:
             print(

@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 ONNX_FILE = "onnx_file"
 INTRA_OP_THREADS = "ort_intra_op_threads"
 ALLOW_SPINNING = "ort_allow_spinning"
-_KNOWN = (ONNX_FILE, INTRA_OP_THREADS, ALLOW_SPINNING)
+RUNNER = "runner"  # "ort" (or absent) selects this runner in backends/stage.py
+_KNOWN = (RUNNER, ONNX_FILE, INTRA_OP_THREADS, ALLOW_SPINNING)
 
 
-def _parse_bool(key: str, text: str) -> bool:
+def parse_bool(key: str, text: str) -> bool:
     if text.lower() not in ("true", "false"):
         raise ValueError(f"parameter {key!r} must be 'true' or 'false', found {text!r}")
     return text.lower() == "true"
@@ -63,7 +64,7 @@ class StageParameters:
             raise ValueError(f"parameter {INTRA_OP_THREADS!r} must be an integer, found {found!r}") from None
         if threads < 0:
             raise ValueError(f"parameter {INTRA_OP_THREADS!r} must be >= 0, found {threads}")
-        spinning = _parse_bool(ALLOW_SPINNING, raw[ALLOW_SPINNING]) if ALLOW_SPINNING in raw else params.allow_spinning
+        spinning = parse_bool(ALLOW_SPINNING, raw[ALLOW_SPINNING]) if ALLOW_SPINNING in raw else params.allow_spinning
         onnx_file = raw.get(ONNX_FILE, params.onnx_file)
         if not onnx_file or Path(onnx_file).is_absolute() or ".." in Path(onnx_file).parts:
             raise ValueError(

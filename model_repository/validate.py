@@ -2,7 +2,9 @@
 
 - every stage of the export has a model whose config matches its ONNX file: input/output names
   and order, dtypes and dims (the implicit batch axis when max_batch_size > 0, `reshape`s);
-- python-ort/onnxruntime models hold the very ONNX file of the export (same size and sha256);
+- python-ort/onnxruntime models hold the very ONNX file of the export (same size and sha256), torch
+  models the very checkpoint it was exported from, tensorrt models a plan or the README.txt on
+  building one;
 - every ensemble step calls a model that exists, maps only tensors that model has (all its required
   inputs), feeds it tensors of the right dtype and shape, and every ensemble output is produced.
 
@@ -85,8 +87,11 @@ def _same_file(a: Path, b: Path, sha256: str | None) -> bool:
     return sha256_file(a) == (sha256 or sha256_file(b))
 
 
-def validate_stage(model_dir: Path, onnx_path: Path, *, sha256: str | None = None) -> list[str]:
-    """Problems of one stage model directory against its export ONNX file (empty when fine)."""
+def validate_stage(
+    model_dir: Path, onnx_path: Path, *, sha256: str | None = None, weights_sha256: str | None = None
+) -> list[str]:
+    """Problems of one stage model directory against its export ONNX file (and, for a torch stage,
+    the checkpoint's sha256 recorded in the manifest); empty when fine."""
     problems: list[str] = []
     model = model_dir.name
     config = pbtxt.read_config(model_dir)
@@ -96,9 +101,15 @@ def validate_stage(model_dir: Path, onnx_path: Path, *, sha256: str | None = Non
     dtypes = _onnx_dtypes(onnx_path)
     _compare_tensors(model, "inputs", config, list(config.input), ins, dtypes, problems)
     _compare_tensors(model, "outputs", config, list(config.output), outs, dtypes, problems)
-    if config.backend == "python" or config.platform == "onnxruntime_onnx":
+    params = pbtxt.get_parameters(config)
+    if config.backend == "python" and params.get("runner") == "torch":
+        copy = model_dir / "1" / params.get("checkpoint_file", "model.pth")
+        if not copy.is_file():
+            problems.append(f"{model}: {copy} is missing")
+        elif weights_sha256 is not None and sha256_file(copy) != weights_sha256:
+            problems.append(f"{model}: {copy} is not the checkpoint the export was made from (sha256 differs)")
+    elif config.backend == "python" or config.platform == "onnxruntime_onnx":
         if config.backend == "python":
-            params = pbtxt.get_parameters(config)
             artifact = params.get("onnx_file", "model.onnx")
         else:
             artifact = config.default_model_filename or "model.onnx"
@@ -107,6 +118,10 @@ def validate_stage(model_dir: Path, onnx_path: Path, *, sha256: str | None = Non
             problems.append(f"{model}: {copy} is missing")
         elif not _same_file(copy, onnx_path, sha256):
             problems.append(f"{model}: {copy} is not the exported {onnx_path.name} (size or sha256 differ)")
+    elif config.platform == "tensorrt_plan":
+        version = model_dir / "1"
+        if not (version / "model.plan").is_file() and not (version / "README.txt").is_file():
+            problems.append(f"{model}: {version} has neither model.plan nor the README.txt saying how to build it")
     return problems
 
 
@@ -209,7 +224,10 @@ def validate_repository(repo_dir: Path, export_dir: Path) -> None:
         if stage not in configs:
             problems.append(f"{stage}: exported stage has no model in {repo_dir}")
             continue
-        problems += validate_stage(repo_dir / stage, export_dir / entry["file"], sha256=entry.get("sha256"))
+        problems += validate_stage(
+            repo_dir / stage, export_dir / entry["file"], sha256=entry.get("sha256"),
+            weights_sha256=entry.get("weights", {}).get("sha256"),
+        )
     for name, config in configs.items():
         if config.platform == "ensemble":
             problems += _ensemble_problems(name, config, configs)

@@ -53,3 +53,23 @@ def test_report_has_the_documented_fields_and_plots(tmp_path):
     assert "out of memory" in report  # the failed part is reported
     assert "Level 2 missed: late-frame ratio, worst session" in report
     assert all(p.exists() for p in paths.values())
+
+
+def test_batch_scaling_and_gpu_memory_per_session(tmp_path):
+    from ditto_triton.benchmarks.batch_scaling import batch_scaling
+    from ditto_triton.benchmarks.gpu_memory import per_extra_session
+
+    scaling = batch_scaling(RESULTS["stages"])
+    decoder = scaling["decoder"]
+    assert decoder["by_batch"][1] == {"frames_per_s": 125.5, "ms_per_frame": 7.968}
+    assert decoder["best_batch"] == 4 and decoder["best_ms"] == 4.131 and decoder["speedup"] == 1.93
+    assert scaling["warp_network"]["best_batch"] == 1 and "render_chain" not in scaling
+    assert batch_scaling({"decoder": {"error": "down"}}) == {}
+    levels = [{"concurrency": n, "gpu_memory_mib": 9000.0 + 40.0 * n} for n in (1, 2, 4)]
+    memory = per_extra_session(levels)
+    assert memory["mib_per_session"] == 40.0 and memory["mib_at_zero"] == 9000.0
+    assert per_extra_session([{"concurrency": 1, "gpu_memory_mib": None}]) is None
+    write_report({**RESULTS, "batch_scaling": scaling, "gpu_memory_per_session": memory}, tmp_path, {})
+    report = (tmp_path / "report.md").read_text()
+    assert "decoder: 7.968 ms/frame at batch 1, 4.131 ms/frame at batch 4 (1.93×)" in report
+    assert "GPU memory per extra session: 40.0 MiB" in report

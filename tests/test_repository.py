@@ -1,4 +1,4 @@
-"""Rendering the Triton model repository (three flavors), parsing it back, and validation catching
+"""Rendering the Triton model repository (four flavors), parsing it back, and validation catching
 broken configs. Fast: no server."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from ditto_triton.model_repository import pbtxt
-from ditto_triton.model_repository.gpu_flavors import TRT_FP32_STAGES
+from ditto_triton.export.engine_plan import FP32_STAGES as TRT_FP32_STAGES
 from ditto_triton.model_repository.pbtxt import mc
-from ditto_triton.model_repository.render import FLAVORS, MARKER, render_repository, stage_config
+from ditto_triton.model_repository.render import FLAVORS, MARKER, render_repository, stage_config, stage_runners
 from ditto_triton.model_repository.service_configs import avatar_registry_config, orchestrator_config
 from ditto_triton.model_repository.validate import RepositoryError, validate_repository
 from ditto_triton.profiles import TINY
@@ -33,24 +33,40 @@ def rendered(request, tiny_export, tmp_path_factory):
     return flavor, repo
 
 
+def _runner(flavor: str, stage: str) -> str:
+    """What serves each stage by default: the flavor's own backend; the GPU flavors' warp network
+    and every torch stage run PyTorch (on GPU instances, the torch flavor's default)."""
+    if flavor == "python-ort":
+        return "ort"
+    if flavor == "torch" or stage == "warp_network":
+        return "torch"
+    return flavor
+
+
 def test_render_layout_and_validation(rendered, tiny_export):
     flavor, repo = rendered
     models = sorted(p.name for p in repo.iterdir() if p.is_dir())
     assert models == sorted([*STAGE_ORDER, *ENSEMBLES])
     validate_repository(repo, tiny_export)
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
     for stage in STAGE_ORDER:
         version = repo / stage / "1"
-        if flavor == "tensorrt":
+        runner = _runner(flavor, stage)
+        if runner == "tensorrt":
             assert "model.plan" in (version / "README.txt").read_text()
+        elif runner == "torch":
+            checkpoint = manifest["stages"][stage]["weights"]["checkpoint"]
+            assert (version / "model.pth").read_bytes() == open(checkpoint, "rb").read()
         else:
             assert (version / "model.onnx").read_bytes() == (tiny_export / SPECS[stage].onnx_file).read_bytes()
         shim = version / "model.py"
-        if flavor == "python-ort":
-            assert "from ditto_triton.model_repository.backends.stage_ort import TritonPythonModel" in shim.read_text()
+        if runner in ("ort", "torch"):
+            assert "from ditto_triton.model_repository.backends.stage import TritonPythonModel" in shim.read_text()
             assert len(shim.read_text().splitlines()) == 2
         else:
             assert not shim.exists()
-    assert json.loads((repo / MARKER).read_text())["flavor"] == flavor
+    marker = json.loads((repo / MARKER).read_text())
+    assert marker["flavor"] == flavor and marker["runners"] == {s: _runner(flavor, s) for s in STAGE_ORDER}
 
 
 def test_every_config_parses_back_to_what_was_rendered(rendered):
@@ -60,7 +76,7 @@ def test_every_config_parses_back_to_what_was_rendered(rendered):
         parsed = pbtxt.read_config(repo / stage)
         assert parsed.name == stage
         assert parsed.instance_group[0].kind == kind
-        expected = stage_config(spec, flavor, kind=kind, max_batch_size=8, ort_threads=None)
+        expected = stage_config(spec, flavor, kind=kind, max_batch_size=8, runner=_runner(flavor, stage))
         assert parsed == expected
         assert pbtxt.names(parsed.input) == spec.input_names
         assert pbtxt.names(parsed.output) == spec.output_names
@@ -71,19 +87,55 @@ def test_every_config_parses_back_to_what_was_rendered(rendered):
 def test_flavor_specifics(rendered):
     flavor, repo = rendered
     config = {stage: pbtxt.read_config(repo / stage) for stage in STAGE_ORDER}
+    natives = {s: c for s, c in config.items() if _runner(flavor, s) != "torch"}
+    for stage, c in config.items():
+        if _runner(flavor, stage) == "torch":
+            params = pbtxt.get_parameters(c)
+            assert c.backend == "python" and params["runner"] == "torch" and params["device"] == "cuda"
+            assert params["precision"] == ("fp32" if stage in TRT_FP32_STAGES else "fp16"), stage
+            assert params["profile"] == "tiny" and params["checkpoint_file"] == "model.pth"
     if flavor == "python-ort":
         assert all(c.backend == "python" and not c.platform for c in config.values())
         params = pbtxt.get_parameters(config["decoder"])
         assert params["onnx_file"] == "model.onnx" and int(params["ort_intra_op_threads"]) >= 1
     elif flavor == "onnxruntime":
-        assert all(c.platform == "onnxruntime_onnx" for c in config.values())
-    else:
-        assert all(c.platform == "tensorrt_plan" for c in config.values())
-        for stage, c in config.items():
+        assert all(c.platform == "onnxruntime_onnx" for c in natives.values()) and "warp_network" not in natives
+    elif flavor == "tensorrt":
+        assert all(c.platform == "tensorrt_plan" for c in natives.values()) and "warp_network" not in natives
+        for stage, c in natives.items():
             want = "fp32" if stage in TRT_FP32_STAGES else "fp16"
             assert pbtxt.get_parameters(c)["precision"] == want, stage
-        assert pbtxt.get_parameters(config["warp_network"])["required_plugin"] == "GridSample3D"
-        assert "GridSample3D" in (repo / "warp_network" / "1" / "README.txt").read_text()
+    else:
+        assert not natives
+
+
+def test_warp_runner_choices(tiny_export, tmp_path):
+    plugin = render_repository(tiny_export, tmp_path / "p", "tensorrt", include_services=False, warp_runner="plugin")
+    warp = pbtxt.read_config(plugin / "warp_network")
+    assert warp.platform == "tensorrt_plan" and pbtxt.get_parameters(warp)["required_plugin"] == "GridSample3D"
+    assert "GridSample3D" in (plugin / "warp_network" / "1" / "README.txt").read_text()
+    validate_repository(plugin, tiny_export)
+    ort = render_repository(tiny_export, tmp_path / "o", "onnxruntime", include_services=False, warp_runner="onnxruntime")
+    assert pbtxt.read_config(ort / "warp_network").platform == "onnxruntime_onnx"
+    for flavor, runner in (("tensorrt", "onnxruntime"), ("onnxruntime", "plugin"), ("python-ort", "torch")):
+        with pytest.raises(ValueError, match="warp"):
+            render_repository(tiny_export, tmp_path / "x", flavor, warp_runner=runner)
+    cpu = render_repository(tiny_export, tmp_path / "c", "torch", include_services=False, instance_kind="cpu")
+    params = pbtxt.get_parameters(pbtxt.read_config(cpu / "decoder"))
+    assert params["device"] == "cpu" and params["precision"] == "fp32" and params["cuda_graphs"] == "false"
+    # HuBERT's module needs transformers, whose ssl import the pip tritonserver's stub cannot load.
+    assert pbtxt.read_config(cpu / "hubert").parameters["onnx_file"].string_value == "model.onnx"
+    graphs = render_repository(tiny_export, tmp_path / "g", "torch", include_services=False, cuda_graphs=True)
+    assert pbtxt.get_parameters(pbtxt.read_config(graphs / "decoder"))["cuda_graphs"] == "true"
+    assert pbtxt.get_parameters(pbtxt.read_config(graphs / "hubert"))["cuda_graphs"] == "false"  # dynamic length
+
+
+def test_stages_without_pytorch_weights_use_onnx_runtime(tiny_export):
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
+    manifest["stages"]["hubert"]["weights"] = {"kind": "onnx", "path": "hubert_streaming_fix_kv.onnx", "sha256": "0"}
+    assert stage_runners("torch", manifest, pbtxt.KIND_GPU, None)["hubert"] == "onnxruntime"
+    assert stage_runners("torch", manifest, pbtxt.KIND_CPU, None)["hubert"] == "ort"
+    assert stage_runners("torch", manifest, pbtxt.KIND_GPU, None)["decoder"] == "torch"
 
 
 def test_batching_settings():
@@ -100,7 +152,7 @@ def test_batching_settings():
                 assert pbtxt.full_shape(c, tensor, as_model=True) == t.shape
         else:
             assert c.max_batch_size == 0 and not c.HasField("dynamic_batching"), stage
-    for flavor in ("onnxruntime", "tensorrt"):
+    for flavor in ("onnxruntime", "tensorrt", "torch"):
         gpu = stage_config(SPECS["decoder"], flavor, kind=pbtxt.KIND_GPU, max_batch_size=8)
         assert 0 < gpu.dynamic_batching.max_queue_delay_microseconds <= 10_000  # waits to batch many sessions
     hubert = configs["hubert"]
@@ -283,6 +335,12 @@ def test_ditto_serve_render_only(tiny_export, tmp_path, capsys):
     assert serve.main(["--export", str(tiny_export), "--flavor", "tensorrt", "--repo", str(repo)]) == 0
     out = capsys.readouterr().out
     assert "docker run" in out and "nvcr.io/nvidia/tritonserver:" in out and f"{repo.resolve()}:/models" in out
-    assert (repo / "warp_network" / "1" / "README.txt").is_file()
+    assert (repo / "decoder" / "1" / "README.txt").is_file() and (repo / "warp_network" / "1" / "model.pth").is_file()
+    assert "first build every stage's model.plan" in out
+    plugin = tmp_path / "plugin"
+    assert serve.main(["--export", str(tiny_export), "--flavor", "tensorrt", "--repo", str(plugin), "--warp-runner", "plugin"]) == 0
+    assert "--backend-config=tensorrt,plugins=/opt/ditto/plugins/libgrid_sample_3d_plugin.so" in capsys.readouterr().out
+    assert serve.main(["--export", str(tiny_export), "--flavor", "python-ort", "--repo", str(plugin), "--warp-runner", "plugin"]) == 2
+    assert "warp_runner" in capsys.readouterr().err
     assert serve.main(["--export", str(tiny_export), "--repo", str(repo), "--render-only", "--no-services"]) == 0
     assert pbtxt.read_config(repo / "decoder").backend == "python"

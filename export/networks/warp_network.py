@@ -71,6 +71,20 @@ def keypoint_heatmaps(identity_grid: torch.Tensor, kp_source: torch.Tensor, kp_d
     return (gaussian(kp_driving) - gaussian(kp_source)).unsqueeze(2)
 
 
+def grid_sample_fp32(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """5-D trilinear grid_sample (zeros padding, align_corners=False), always computed in fp32.
+
+    Ditto pins both GridSample layers of its fp16 warp engine to fp32 (the sampled coordinates lose
+    too much in fp16); under autocast or with half inputs this does the same. An fp32 call without
+    autocast (ONNX export, CPU) is the plain op, so the exported graph is unchanged.
+    """
+    device = volume.device.type
+    if volume.dtype == grid.dtype == torch.float32 and not torch.is_autocast_enabled(device):
+        return F.grid_sample(volume, grid, align_corners=False)
+    with torch.autocast(device, enabled=False):
+        return F.grid_sample(volume.float(), grid.float(), align_corners=False)
+
+
 def sample_per_motion(feature: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
     """Warp (B, C, d, h, w) by each of K' grids (B, K', d, h, w, 3) -> (B, K', C, d, h, w).
 
@@ -80,7 +94,7 @@ def sample_per_motion(feature: torch.Tensor, motions: torch.Tensor) -> torch.Ten
     """
     b, c, d, h, w = feature.shape
     k = motions.shape[1]
-    sampled = F.grid_sample(feature, motions.reshape(b, k * d, h, w, 3), align_corners=False)
+    sampled = grid_sample_fp32(feature, motions.reshape(b, k * d, h, w, 3))
     return sampled.reshape(b, c, k, d, h, w).transpose(1, 2)
 
 
@@ -204,6 +218,6 @@ class WarpingNetwork(nn.Module):
         grid = self.identity_grid.to(feature_3d.dtype)
         deformation, occlusion = self.dense_motion_network(feature_3d, kp_source, kp_driving, grid)
         # Second 5-D grid_sample: warp the full-width feature volume.
-        warped = F.grid_sample(feature_3d, deformation, align_corners=False)
+        warped = grid_sample_fp32(feature_3d, deformation)
         out = self.fourth(self.third(warped.reshape(feature_3d.shape[0], *self.flat_shape)))
         return out * occlusion
