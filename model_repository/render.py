@@ -246,12 +246,11 @@ def render_repository(
     artifacts.update(
         {name: checkpoint_of(manifest["stages"][name], export_dir) for name, runner in runners.items() if runner == "torch"}
     )
+    builds: dict[str, ep.EngineBuild] = {}
+    if flavor == "tensorrt":
+        builds = {b.stage: b for b in ep.plan_builds(export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner)}
     if engines_dir is not None:
-        artifacts.update(
-            ep.read_engines(engines_dir, export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner or "torch")
-        )
-    builds = {b.stage: b for b in ep.plan_builds(export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner)} \
-        if flavor == "tensorrt" else {}
+        artifacts.update(ep.read_engines(engines_dir, export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner))
     _prepare_out_dir(out_dir)
 
     for name, spec in specs.items():
