@@ -43,20 +43,21 @@ def _time(fn: Callable[[], Any], budget_s: float, max_repeats: int) -> float:
 
 
 def torch_runner(export_dir: Path, device: str, precision: str):
+    """The warp stage's torch runner with the config the repository would give it, on `device`."""
+    from google.protobuf.json_format import MessageToDict
+
+    from ditto_triton.model_repository import pbtxt
+    from ditto_triton.model_repository.render import stage_config
     from ditto_triton.model_repository.torch_runtime import TorchStageRunner
 
     manifest = read_manifest(export_dir)
     checkpoint = checkpoint_of(manifest["stages"][STAGE], export_dir)
     spec = stage_specs(get_profile(manifest["profile"]))[STAGE]
-    config = {
-        "name": STAGE,
-        "max_batch_size": 8,
-        "input": [{"name": t.name, "data_type": "TYPE_FP32", "dims": list(t.shape[1:])} for t in spec.inputs],
-        "output": [{"name": t.name, "data_type": "TYPE_FP32", "dims": list(t.shape[1:])} for t in spec.outputs],
-        "parameters": {k: {"string_value": v} for k, v in {
-            "profile": manifest["profile"], "checkpoint_file": checkpoint.name, "device": device, "precision": precision,
-        }.items()},
-    }
+    kind = pbtxt.KIND_CPU if device == "cpu" else pbtxt.KIND_GPU
+    config = stage_config(spec, "torch", kind=kind, max_batch_size=8, profile=manifest["profile"])
+    config = MessageToDict(config, preserving_proto_field_name=True)
+    config["parameters"]["precision"] = {"string_value": precision}
+    config["parameters"]["checkpoint_file"] = {"string_value": checkpoint.name}
     runner = TorchStageRunner(config, checkpoint.parent)
     return lambda inputs: runner.run([inputs])[0]
 

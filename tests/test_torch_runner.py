@@ -163,3 +163,14 @@ def test_a_session_through_tritonserver_on_the_torch_flavor(repos, tiny_export, 
     reference = [f.rgb for f in render_audio(OrtStages(tiny_export), features, audio, TINY.render_size)]
     assert len(frames) == -(-audio.size // 640)
     assert_same_pictures(frames, reference)  # PyTorch vs ONNX Runtime kernels: rounding only
+
+
+def test_warp_runner_timing_measures_both_runners(tiny_export):
+    from ditto_triton.benchmarks.warp_runners import measure
+
+    runners = measure(tiny_export, (1, 2), budget_s=0.1, max_repeats=2)
+    expected = {"torch cuda fp16", "torch cuda fp32"} if CUDA else {"torch cpu fp32"}
+    assert expected <= set(runners) and any(name.startswith("onnxruntime ") for name in runners)
+    for rows in runners.values():
+        assert set(rows) == {1, 2}
+        assert rows[2]["ms_per_frame"] == pytest.approx(rows[2]["ms_per_call"] / 2, abs=0.01) and rows[1]["ms_per_call"] > 0
