@@ -75,7 +75,8 @@ class DittoSessionUser(User):
         self.sessions_done = 0
         start = time.perf_counter()
         try:
-            self.ditto = DittoClient(self.host, timeout_s=plan.timeout_s)
+            # busy_retries=0: a refused session counts as failed, it is not retried into a later slot
+            self.ditto = DittoClient(self.host, timeout_s=plan.timeout_s, busy_retries=0)
             self.avatar_id = self.ditto.register_avatar(plan.image, plan.crop)
         except Exception as exc:  # noqa: BLE001 - reported as a failed request
             self._fire("register_avatar", (time.perf_counter() - start) * 1e3, 0, exc)

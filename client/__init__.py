@@ -15,6 +15,7 @@ from ditto_triton.client.errors import (
     ServerBusyError,
     ServerError,
     ServerUnavailableError,
+    UnknownAvatarError,
 )
 from ditto_triton.client.session import DittoClient, ReceivedFrame, StreamSession
 
@@ -27,5 +28,6 @@ __all__ = [
     "ServerError",
     "ServerUnavailableError",
     "StreamSession",
+    "UnknownAvatarError",
     "load_audio",
 ]

@@ -18,5 +18,11 @@ class ServerBusyError(ServerError):
     retry later or on another replica."""
 
 
+class UnknownAvatarError(ServerError):
+    """The replica the session reached does not have the avatar (registered on another replica, or
+    evicted) and no image came with the session: register it again through this client, which then
+    sends the image with each session's START."""
+
+
 class ConnectionLostError(ServerUnavailableError):
     """The stream to the server broke mid-session (server stopped or restarted, network gone)."""

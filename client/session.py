@@ -8,6 +8,7 @@ import queue
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,57 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from ditto_triton.client.audio import load_audio
-from ditto_triton.client.errors import ConnectionLostError, ServerBusyError, ServerError, ServerUnavailableError
+from ditto_triton.client.errors import (
+    ConnectionLostError, ServerBusyError, ServerError, ServerUnavailableError, UnknownAvatarError,
+)
 from ditto_triton.streaming.sessions import SessionLimitError
 
 ORCHESTRATOR = "orchestrator"
 AVATAR_REGISTRY = "avatar_registry"
 CHUNK_SAMPLES = 3200  # 200 ms at 16 kHz
 SAMPLE_RATE = 16000
+REMEMBERED_AVATARS = 16  # avatar sources a client keeps to send with START
+UNKNOWN_AVATAR = "unknown avatar id"
+
+
+@dataclass(frozen=True)
+class AvatarSource:
+    """What registered an avatar: sent with a session's START, any replica can open the session."""
+
+    kind: str  # "image" or "video"
+    data: bytes
+    options: dict | None = None
+
+
+class _Replayable:
+    """Chunks of an audio source, kept until `seal()` so that a refused session can be restarted
+    elsewhere from the first chunk (a live source is read once: the next session replays them)."""
+
+    def __init__(self, chunks: Iterator[np.ndarray]) -> None:
+        self._source = chunks
+        self._kept: list[np.ndarray] = []
+        self._base = 0  # index of _kept[0]
+        self._done = False
+        self._lock = threading.Lock()
+
+    def get(self, index: int) -> np.ndarray | None:
+        """Chunk `index` (None past the end)."""
+        with self._lock:
+            while not self._done and self._base + len(self._kept) <= index:
+                try:
+                    self._kept.append(next(self._source))
+                except StopIteration:
+                    self._done = True
+            if index < self._base:
+                raise RuntimeError(f"audio chunk {index} was already released")
+            local = index - self._base
+            return self._kept[local] if local < len(self._kept) else None
+
+    def seal(self) -> None:
+        """The session was accepted: stop keeping chunks (a long stream would hold all its audio)."""
+        with self._lock:
+            self._base += len(self._kept)
+            self._kept.clear()
 
 
 AudioSource = str | Path | np.ndarray | Iterable[np.ndarray]
@@ -78,8 +123,10 @@ class StreamSession:
         sequence_id: int | None = None,
         headers: dict[str, str] | None = None,
         decode: bool = True,
+        avatar_source: AvatarSource | None = None,
     ):
         self.url = url
+        self.avatar_source = avatar_source
         self.decode = decode
         self.avatar_id = avatar_id
         self.options = dict(options or {})
@@ -132,6 +179,11 @@ class StreamSession:
                 inputs.append(_bytes_input("avatar_id", self.avatar_id.encode(), batched=True))
                 if self.options:
                     inputs.append(_bytes_input("options", json.dumps(self.options).encode(), batched=True))
+                if self.avatar_source is not None:
+                    source = self.avatar_source
+                    inputs.append(_bytes_input(f"avatar_{source.kind}", source.data, batched=True))
+                    if source.options:
+                        inputs.append(_bytes_input("avatar_options", json.dumps(source.options).encode(), batched=True))
                 self.first_send_s = time.perf_counter()
             self._client.async_stream_infer(
                 ORCHESTRATOR,
@@ -205,7 +257,9 @@ class StreamSession:
             else:
                 self._finished += 1
                 self._failed = True
-                raise (ServerBusyError if value.startswith(SessionLimitError.PREFIX) else ServerError)(value)
+                if value.startswith(SessionLimitError.PREFIX):
+                    raise ServerBusyError(value)
+                raise (UnknownAvatarError if UNKNOWN_AVATAR in value else ServerError)(value)
 
     def cancel(self, grace_s: float = 2.0) -> None:
         """Give up on the session (e.g. its viewer went away): END if not sent yet; if the server has
@@ -250,10 +304,34 @@ class DittoClient:
     `headers` go with every call: e.g. {"triton-grpc-protocol-ditto-key": "<token>"} for a server
     started with `--grpc-restricted-protocol=inference:ditto-key=<token>` (README, Security)."""
 
-    def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 60.0, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str = "127.0.0.1:8001",
+        timeout_s: float = 60.0,
+        headers: dict[str, str] | None = None,
+        carry_avatar: bool = True,
+        busy_retries: int = 3,
+        retry_delay_s: float = 0.5,
+    ) -> None:
+        """Behind a proxy (several replicas) two things keep sessions working:
+
+        - `carry_avatar`: a session whose avatar this client registered sends the image (or video)
+          with START, so a replica that has not seen the avatar registers it first (the id is
+          content-addressed, the same on every replica). Off, such a session fails with
+          UnknownAvatarError.
+        - `busy_retries`: a session refused with "resource exhausted" (replica full or draining)
+          before its first frame is opened again, up to this many times, `retry_delay_s` x attempt
+          apart; the proxy routes each new stream afresh, and the audio sent so far is sent again.
+        """
+        if busy_retries < 0 or retry_delay_s < 0:
+            raise ValueError("busy_retries and retry_delay_s must be >= 0")
         self.url = url
         self.timeout_s = timeout_s
         self.headers = dict(headers or {}) or None
+        self.carry_avatar = carry_avatar
+        self.busy_retries = busy_retries
+        self.retry_delay_s = retry_delay_s
+        self._avatar_sources: OrderedDict[str, AvatarSource] = OrderedDict()
         if "://" in url:
             raise ServerUnavailableError(f"invalid server URL {url!r}: give the gRPC endpoint as host:port, without a scheme")
         try:
@@ -294,12 +372,20 @@ class DittoClient:
             )
         except InferenceServerException as exc:
             raise ServerError(_server_message(exc)) from None
-        return result.as_numpy("avatar_id").reshape(-1)[0].decode()
+        avatar_id = result.as_numpy("avatar_id").reshape(-1)[0].decode()
+        self._avatar_sources[avatar_id] = AvatarSource(kind, data, dict(options) if options else None)
+        self._avatar_sources.move_to_end(avatar_id)
+        while len(self._avatar_sources) > REMEMBERED_AVATARS:
+            self._avatar_sources.popitem(last=False)
+        return avatar_id
 
     def open_session(self, avatar_id: str, options: dict | None = None, decode: bool = True) -> StreamSession:
         """A session to stream to; with `decode` False and output_format "jpeg", frames keep their
         JPEG bytes (`ReceivedFrame.encoded`) instead of being decoded."""
-        return StreamSession(self.url, avatar_id, options, self.timeout_s, headers=self.headers, decode=decode)
+        source = self._avatar_sources.get(avatar_id) if self.carry_avatar else None
+        return StreamSession(
+            self.url, avatar_id, options, self.timeout_s, headers=self.headers, decode=decode, avatar_source=source
+        )
 
     def stream(
         self,
@@ -317,37 +403,68 @@ class DittoClient:
         a microphone). With `realtime` the sender paces itself to the audio's duration. `controls`
         (per-frame controls, README) go with the first chunk.
         """
-        session = self.open_session(avatar_id, options)
-        failure: list[BaseException] = []
-
-        def feed() -> None:
+        chunks = _Replayable(_chunks(audio, chunk_samples))
+        started = time.perf_counter()
+        for attempt in range(self.busy_retries + 1):
+            session = self.open_session(avatar_id, options)
+            failure: list[BaseException] = []
+            abandoned = threading.Event()
+            sender = threading.Thread(
+                target=self._feed, args=(session, chunks, started, realtime, controls, failure, abandoned),
+                daemon=True, name="ditto-audio-sender",
+            )
+            sender.start()
+            accepted = refused = False
             try:
-                start = time.perf_counter()
-                sent = 0
-                pending = None
-                first_controls = controls
-                for chunk in _chunks(audio, chunk_samples):
-                    if pending is not None:
-                        session.send(pending, first_controls)
-                        first_controls = None
-                    if realtime:
-                        time.sleep(max(0.0, start + sent / SAMPLE_RATE - time.perf_counter()))
-                    sent += chunk.size
-                    pending = chunk
-                session.end(pending, first_controls)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                failure.append(exc)
-                session._events.put(("error", f"sending audio failed: {exc}"))
+                for frame in session.frames():
+                    if not accepted:
+                        accepted = True
+                        chunks.seal()
+                    yield frame
+            except ServerBusyError:
+                if accepted or attempt == self.busy_retries:
+                    raise
+                refused = True
+            finally:
+                abandoned.set()
+                sender.join(timeout=1)
+                session.close()
+            if refused:
+                time.sleep(self.retry_delay_s * (attempt + 1))
+                continue
+            if failure:
+                raise failure[0]
+            return
 
-        sender = threading.Thread(target=feed, daemon=True, name="ditto-audio-sender")
-        sender.start()
+    @staticmethod
+    def _feed(
+        session: StreamSession, chunks: _Replayable, started: float, realtime: bool, controls: list[dict] | None,
+        failure: list[BaseException], abandoned: threading.Event,
+    ) -> None:
+        """Send every chunk (the last one with END), paced to the audio's clock with `realtime`."""
         try:
-            yield from session.frames()
-        finally:
-            sender.join(timeout=1)
-            session.close()
-        if failure:
-            raise failure[0]
+            sent = 0
+            index = 0
+            pending = chunks.get(0)
+            first_controls = controls
+            while pending is not None:
+                upcoming = chunks.get(index + 1)
+                if abandoned.is_set():
+                    return
+                if realtime:
+                    time.sleep(max(0.0, started + sent / SAMPLE_RATE - time.perf_counter()))
+                sent += pending.size
+                if upcoming is None:
+                    break
+                session.send(pending, first_controls)
+                first_controls = None
+                pending, index = upcoming, index + 1
+            session.end(pending, first_controls)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            if abandoned.is_set():
+                return
+            failure.append(exc)
+            session._events.put(("error", f"sending audio failed: {exc}"))
 
     def render(
         self,

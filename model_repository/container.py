@@ -3,9 +3,11 @@
 On start it (1) exports the networks into the cache volume unless an export of the wanted profile
 is already there, (2) for the tensorrt flavor builds the plans on this GPU or reuses cached ones
 (`ditto-trt-build`), (3) renders and validates the model repository (`ditto-serve --render-only`)
-and (4) replaces itself with NVIDIA's `tritonserver`, loading the GridSample3D plugin when the warp
-network is a plan. Settings come from the environment (see `Settings`); `--dry-run` prints the
-steps without running them. Extra arguments go to tritonserver.
+and (4) runs NVIDIA's `tritonserver` under the replica supervisor (`deploy/replica.py`: health
+port, drain on SIGTERM), loading the GridSample3D plugin when the warp network is a plan. With
+DITTO_MODEL_REPOSITORY (an s3://, gs:// or as:// URL, or a path) steps 1-3 are skipped and Triton
+serves that pre-rendered repository. Settings come from the environment (see `Settings`);
+`--dry-run` prints the steps without running them. Extra arguments go to tritonserver.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ditto_triton.deploy.drain import DEFAULT_DRAIN_FILE, DEFAULT_TIMEOUT_S, DRAIN_FILE_ENV
+from ditto_triton.deploy.replica import DEFAULT_HEALTH_PORT
 from ditto_triton.export.engine_plan import GRID_PLUGIN_LIBRARY
 from ditto_triton.model_repository.gpu_flavors import PLUGIN_DIR, check_warp_runner
 
@@ -35,6 +39,10 @@ class Settings:
     max_batch_size: int = 8  # DITTO_MAX_BATCH_SIZE
     max_sessions: int = 16  # DITTO_MAX_SESSIONS
     cuda_graphs: bool = False  # DITTO_CUDA_GRAPHS (torch runner)
+    model_repository: str | None = None  # DITTO_MODEL_REPOSITORY: serve this rendered repository as is
+    health_port: int = DEFAULT_HEALTH_PORT  # DITTO_HEALTH_PORT: GET /ready (503 while draining), /live
+    drain_timeout_s: float = DEFAULT_TIMEOUT_S  # DITTO_DRAIN_TIMEOUT_S: how long live sessions may finish
+    drain_file: Path = DEFAULT_DRAIN_FILE  # DITTO_DRAIN_FILE: shared with the preStop hook (ditto-drain)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -51,15 +59,19 @@ class Settings:
         warp = env.get("DITTO_WARP_RUNNER") or None
         try:
             check_warp_runner(flavor, warp)
-            numbers = {n: int(get(n.upper(), getattr(base, n))) for n in ("max_batch_size", "max_sessions")}
+            numbers = {n: int(get(n.upper(), getattr(base, n))) for n in ("max_batch_size", "max_sessions", "health_port")}
+            drain_timeout_s = float(get("DRAIN_TIMEOUT_S", base.drain_timeout_s))
         except ValueError as err:
-            raise ValueError(f"DITTO_WARP_RUNNER / DITTO_MAX_*: {err}") from None
+            raise ValueError(f"DITTO_WARP_RUNNER / DITTO_MAX_* / DITTO_HEALTH_PORT / DITTO_DRAIN_TIMEOUT_S: {err}") from None
+        if drain_timeout_s < 0:
+            raise ValueError(f"DITTO_DRAIN_TIMEOUT_S must be >= 0, not {drain_timeout_s:g}")
         graphs = get("CUDA_GRAPHS", "false").lower()
         if graphs not in ("true", "false", "1", "0"):
             raise ValueError(f"DITTO_CUDA_GRAPHS must be true or false, not {graphs!r}")
         return cls(
             flavor=flavor, profile=profile, weights=get("WEIGHTS", base.weights), cache=Path(get("CACHE", base.cache)),
-            warp_runner=warp, cuda_graphs=graphs in ("true", "1"), **numbers,
+            warp_runner=warp, cuda_graphs=graphs in ("true", "1"), model_repository=env.get("DITTO_MODEL_REPOSITORY") or None,
+            drain_timeout_s=drain_timeout_s, drain_file=Path(env.get(DRAIN_FILE_ENV) or DEFAULT_DRAIN_FILE), **numbers,
         )
 
     @property
@@ -80,8 +92,10 @@ class Settings:
 
 
 def steps(settings: Settings, export_ready: bool, server_args: list[str]) -> list[list[str]]:
-    """The commands the container runs, in order; the last one is tritonserver (exec'd)."""
+    """The commands the container runs, in order; the last one is tritonserver (supervised)."""
     s = settings
+    if s.model_repository:
+        return [[TRITONSERVER, f"--model-repository={s.model_repository}", *server_args]]
     out = []
     if not export_ready:
         out.append(["ditto-export", "--profile", s.profile, "--weights", s.weights, "--out", str(s.export_dir), "--no-parity"])
@@ -136,8 +150,29 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             print(f"ditto-container: {command[0]} failed (exit {code})", file=sys.stderr)
             return code
-    os.execv(plan[-1][0], plan[-1])
-    return 0  # not reached
+    return serve_supervised(plan[-1], settings)
+
+
+def serve_supervised(command: list[str], settings: Settings) -> int:
+    """Run tritonserver as a child (its own session: a terminal's Ctrl-C reaches only us) and
+    supervise it: health port, drain on SIGTERM, then stop it."""
+    import subprocess
+
+    from ditto_triton.deploy.drain import clear_drain
+    from ditto_triton.deploy.replica import HealthServer, ProcessChild, supervise
+
+    clear_drain(settings.drain_file)
+    env = {**os.environ, DRAIN_FILE_ENV: str(settings.drain_file)}
+    child = ProcessChild(subprocess.Popen(command, env=env, start_new_session=True))
+    health = HealthServer("0.0.0.0", settings.health_port, "127.0.0.1:8000", settings.drain_file).start()
+    try:
+        return supervise(
+            child, metrics_url="http://127.0.0.1:8002/metrics", drain_path=settings.drain_file,
+            drain_timeout_s=settings.drain_timeout_s, log=lambda line: print(line, flush=True),
+        )
+    finally:
+        health.close()
+        child.stop()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     ditto-serve --flavor tensorrt --render-only   # configs for NVIDIA's container + the docker line
     ditto-serve --flavor torch                    # PyTorch on the GPU (fp16), the pip tritonserver
     ditto-serve --flavor torch --instance-kind cpu
+    ditto-serve --health-port 8003 --drain-timeout-s 300   # as one replica of a scale-out deployment
 
 The pip tritonserver has only the python backend, so it serves python-ort and torch; the
 onnxruntime and tensorrt flavors are rendered for NVIDIA's container (deploy/, which builds the
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
+import tempfile
 from pathlib import Path
+
+from ditto_triton.deploy.drain import DEFAULT_TIMEOUT_S, DRAIN_FILE_ENV, clear_drain
+from ditto_triton.deploy.replica import HealthServer, supervise
 
 from ditto_triton.export.current import stale_reason
 from ditto_triton.export.manifest import MANIFEST_NAME, read_manifest
@@ -59,21 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-sessions", type=int, default=16, help="live sessions the orchestrator admits (default %(default)s)"
     )
     parser.add_argument(
+        "--health-port", type=int, default=None,
+        help="serve GET /ready (503 while draining) and /live on this port, for a proxy or probe (0: a free port)",
+    )
+    parser.add_argument(
+        "--drain-timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+        help="on SIGTERM/Ctrl-C, refuse new sessions and wait this long for the live ones (default %(default)s)",
+    )
+    parser.add_argument("--drain-file", type=Path, default=None, help="the drain mark (default: one per server)")
+    parser.add_argument(
         "tritonserver_args", nargs="*", metavar="-- TRITONSERVER_FLAG",
         help="after --: more tritonserver flags, e.g. -- --grpc-restricted-protocol=inference:ditto-key=TOKEN",
     )
     return parser
-
-
-def _wait_for_signal(server: TritonServer) -> bool:
-    """Block until SIGINT/SIGTERM (True) or until the server dies on its own (False)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(1.0):
-        if not server.is_running():
-            return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         return 0
 
+    drain_path = args.drain_file or Path(tempfile.mkdtemp(prefix="ditto-serve-")) / "draining"
+    clear_drain(drain_path)
     server = TritonServer(
         repo,
+        env={DRAIN_FILE_ENV: str(drain_path)},
         host=args.host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -140,19 +144,27 @@ def main(argv: list[str] | None = None) -> int:
     except TritonServerError as err:
         print(f"ditto-serve: {err}", file=sys.stderr)
         return 1
+    health = None
     try:
         print(f"tritonserver ready (pid {server.pid}); log: {server.log_path}")
         print(f"  gRPC     {server.grpc_url}")
         print(f"  HTTP     http://{server.http_url}")
         print(f"  metrics  {server.metrics_url}")
-        print("Ctrl-C stops it.", flush=True)
-        if not _wait_for_signal(server):
-            print(f"ditto-serve: tritonserver exited unexpectedly; log tail:\n{server.log_tail()}", file=sys.stderr)
-            return 1
+        if args.health_port is not None:
+            health = HealthServer(args.host, args.health_port, server.http_url, drain_path).start()
+            print(f"  health   http://{server.http_url.rsplit(':', 1)[0]}:{health.port}/ready")
+        print("Ctrl-C drains the sessions and stops it (twice: stops at once).", flush=True)
+        code = supervise(
+            server, metrics_url=server.metrics_url, drain_path=drain_path, drain_timeout_s=args.drain_timeout_s,
+            log=lambda line: print(line, flush=True),
+        )
+        if server.pid is not None and not server.is_running():  # it died on its own (supervise did not stop it)
+            print(f"ditto-serve: log tail:\n{server.log_tail()}", file=sys.stderr)
+        return code
     finally:
-        code = server.stop()
-        print(f"tritonserver stopped (exit code {code})")
-    return 0
+        if health is not None:
+            health.close()
+        server.stop()
 
 
 if __name__ == "__main__":

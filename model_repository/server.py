@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -118,6 +118,17 @@ def environment_bin_dir() -> Path:
     return candidate if candidate.is_dir() else Path(sys.executable).parent
 
 
+def triton_health(http_url: str, which: str, timeout_s: float = 1.0) -> bool:
+    """Whether Triton's `GET /v2/health/<which>` (ready or live) answers 200; `http_url` is host:port
+    (proxies bypassed: this is a local server)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{http_url}/v2/health/{which}", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 class TritonServer:
     """A `tritonserver` process serving `model_repository`; use as a context manager.
 
@@ -139,6 +150,7 @@ class TritonServer:
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
         cache_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         if not self.model_repository.is_dir():
@@ -150,6 +162,7 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args)
         self.cache_dir = cache_dir
+        self.env = dict(env or {})  # added to this process's environment for the server and its stubs
         self._log_path = Path(log_path) if log_path else None
         self._process: subprocess.Popen | None = None
         self._log_file = None
@@ -236,7 +249,7 @@ class TritonServer:
         raise AssertionError("unreachable")
 
     def _launch(self, install: TritonInstall, backend_dir: Path) -> None:
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env["PATH"] = os.pathsep.join([str(environment_bin_dir()), env.get("PATH", "")])
         # The stub and backend library were copied away from their RPATH ($ORIGIN/../../../../...).
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(install.libs), env.get("LD_LIBRARY_PATH")) if p)
@@ -269,13 +282,8 @@ class TritonServer:
         )
 
     def is_ready(self, timeout_s: float = 2.0) -> bool:
-        """Whether `GET /v2/health/ready` answers 200 (proxies bypassed: this is a local server)."""
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(f"http://{self.http_url}/v2/health/ready", timeout=timeout_s) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        """Whether `GET /v2/health/ready` answers 200."""
+        return triton_health(self.http_url, "ready", timeout_s)
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -69,7 +69,8 @@ def orchestrator_config(
     """The streaming session model: decoupled, one sequence (correlation id) per session.
 
     Each request carries an audio chunk (`audio` float32 or `audio_int16`, at `sample_rate`) and
-    optional per-frame `controls` (JSON), the first one also `avatar_id` and `options`; the model answers with zero or more frames
+    optional per-frame `controls` (JSON), the first one also `avatar_id` and `options` (and, when the
+    avatar may be unknown on this replica, `avatar_image` or `avatar_video` + `avatar_options`); the model answers with zero or more frames
     (`frame` flat uint8 H·W·3, `frame_shape`, `frame_index`, `pts_s`). The sequence batcher's
     `oldest` strategy lets one instance serve the sessions, with the control inputs START / END
     (bool) and CORRID (uint64). The orchestrator admits `max_sessions` live sessions and answers
@@ -104,6 +105,10 @@ def orchestrator_config(
             pbtxt.tensor_input("avatar_id", _STR, [1], optional=True),
             pbtxt.tensor_input("options", _STR, [1], optional=True),
             pbtxt.tensor_input("controls", _STR, [1], optional=True),
+            # Behind a proxy: the avatar's source, so that any replica can open the session.
+            pbtxt.tensor_input("avatar_image", _STR, [1], optional=True),
+            pbtxt.tensor_input("avatar_video", _STR, [1], optional=True),
+            pbtxt.tensor_input("avatar_options", _STR, [1], optional=True),
         ]
     )
     config.output.extend(

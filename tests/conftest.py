@@ -39,6 +39,18 @@ def speech16k(samples_dir):
     return load_audio(samples_dir / "ditto_example_audio.wav")
 
 
+@pytest.fixture(scope="session")
+def mirrored(portrait) -> bytes:
+    """The sample portrait flipped left-right, as PNG: a second face with its own avatar id."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(portrait)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 @pytest.fixture(scope="module")
 def triton_server_factory(tiny_export, tmp_path_factory):
     """Start real tritonservers (python-ort flavor of the tiny export) on free loopback ports.

@@ -151,7 +151,7 @@ def test_server_dying_under_a_client_is_one_line(tiny_export, tmp_path, portrait
 def test_sessions_over_the_limit_get_resource_exhausted_and_admitted_ones_stay_real_time(tiny_export, tmp_path, portrait, speech16k):
     repo = render_repository(tiny_export, tmp_path / "repo", "python-ort", include_services=True, max_sessions=1)
     speech = speech16k[: 6 * 16000]
-    with TritonServer(repo) as srv, DittoClient(srv.grpc_url) as client:
+    with TritonServer(repo) as srv, DittoClient(srv.grpc_url, busy_retries=0) as client:
         avatar = client.register_avatar(portrait, CROP)
         admitted: dict = {}
         runner = threading.Thread(target=lambda: admitted.update(summarize(run_session(client, avatar, speech, "realtime"))))

@@ -252,8 +252,10 @@ def test_compose_serves_the_image_on_a_gpu_with_a_cache_volume():
     devices = service["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
     assert any(v.endswith(":/cache") for v in service["volumes"]) and "ditto-cache" in compose["volumes"]
-    assert sorted(p.split(":")[1] for p in service["ports"]) == ["8000", "8001", "8002"]
+    assert sorted(p.split(":")[1] for p in service["ports"]) == ["8000", "8001", "8002", "8003"]
     assert all(p.startswith("127.0.0.1:") for p in service["ports"])  # loopback unless the operator opens it
     env = service["environment"]
     settings = container.Settings.from_env({k: str(v) for k, v in env.items()})
     assert settings.flavor == env["DITTO_FLAVOR"] and settings.warp_runner == env["DITTO_WARP_RUNNER"]
+    # docker compose stop: SIGTERM, the drain, then 30 s for tritonserver to exit before SIGKILL
+    assert service["stop_grace_period"] == f"{settings.drain_timeout_s + 30:.0f}s"

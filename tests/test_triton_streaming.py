@@ -40,13 +40,6 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def mirrored(portrait) -> bytes:
-    buf = io.BytesIO()
-    Image.open(io.BytesIO(portrait)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
 def stages(tiny_export):
     return OrtStages(tiny_export)
 

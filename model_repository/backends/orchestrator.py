@@ -2,7 +2,11 @@
 
 Thin adapter: it reads requests, keeps a `SessionTable`, and drives the Triton-free
 `PipelinedSession` with stages called by BLS. Per request:
-- START: `avatar_id` (required) and `options` (JSON, optional) open the session.
+- START: `avatar_id` (required) and `options` (JSON, optional) open the session. `avatar_image` or
+  `avatar_video` (+ `avatar_options`, the registration options) may come with it: behind a proxy
+  the avatar may have been registered on another replica, so the orchestrator registers it here
+  (content-addressed: it must give `avatar_id`, else the START is refused). On a draining replica
+  (`DITTO_DRAIN_FILE` exists) the START is refused with "resource exhausted" (retry elsewhere).
 - every request: optional audio (`audio` float32 or `audio_int16`, 16 kHz mono, any length).
 - END: flushes the tail; the session is freed once its last frame is sent.
 Frames caused by a request are sent on that request's response sender (`frame` flat bytes, raw RGB
@@ -14,6 +18,8 @@ delay, sessions by outcome.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from typing import Any
@@ -21,9 +27,12 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ditto_triton.deploy.drain import DRAIN_FILE_ENV, DRAINING_MESSAGE, is_draining
 from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCallError, bls_infer
 from ditto_triton.model_repository.backends.metrics import PrometheusSink
-from ditto_triton.model_repository.backends.requests import RequestError, model_settings, flag, optional, optional_text
+from ditto_triton.model_repository.backends.requests import (
+    RequestError, flag, model_settings, optional, optional_bytes, optional_text,
+)
 from ditto_triton.profiles import get_profile
 from ditto_triton.streaming.audio import SAMPLE_RATE
 from ditto_triton.streaming.audio_input import AudioInputError, to_float32
@@ -32,8 +41,9 @@ from ditto_triton.streaming.controls import ControlsError, parse_controls
 from ditto_triton.streaming.options import OptionsError, SessionOptions
 from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession, silence_features
 from ditto_triton.streaming.session_metrics import SessionMetrics
-from ditto_triton.streaming.sessions import SessionStateError, SessionTable
+from ditto_triton.streaming.sessions import SessionLimitError, SessionStateError, SessionTable
 
+AVATAR_SOURCES = {"avatar_image": "image", "avatar_video": "video"}  # START input -> avatar_registry input
 AVATAR_FIELDS = ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")
 CLIENT_ERRORS = (RequestError, AudioInputError, OptionsError, SessionStateError, ControlsError)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -52,6 +62,7 @@ class TritonPythonModel:
         self.sessions = SessionTable(
             idle_timeout_s=float(params.get("idle_timeout_s", "60")), max_sessions=int(params.get("max_sessions", "16"))
         )
+        self._drain_file = os.environ.get(DRAIN_FILE_ENV)  # set by the replica's supervisor
         self._max_request_samples = round(float(params.get("max_request_audio_s", "60")) * SAMPLE_RATE)
         self._sink = PrometheusSink(args["model_name"], args["model_version"])
         self.metrics = SessionMetrics(self._sink)
@@ -92,8 +103,8 @@ class TritonPythonModel:
                 raise
             self.metrics.session_opened(corrid, arrived_s)
         else:
-            if optional(request, "avatar_id") is not None or optional(request, "options") is not None:
-                raise RequestError("avatar_id and options are only read on the START request")
+            if any(optional(request, name) is not None for name in ("avatar_id", "options", "avatar_options", *AVATAR_SOURCES)):
+                raise RequestError("avatar_id, options and the avatar image/video are only read on the START request")
             live = self.sessions.get(corrid)
         controls = parse_controls(optional_text(request, "controls"))
         if end:
@@ -106,7 +117,10 @@ class TritonPythonModel:
         avatar_id = optional_text(request, "avatar_id")
         if not avatar_id:
             raise RequestError("the START request must carry 'avatar_id' (register the image with avatar_registry first)")
+        if is_draining(self._drain_file):
+            raise SessionLimitError(f"{SessionLimitError.PREFIX}: {DRAINING_MESSAGE}; retry on another replica")
         options = SessionOptions.from_json(optional_text(request, "options"))
+        self._register_carried_avatar(request, avatar_id)
         avatar = self._avatar(avatar_id)
         session = StreamingSession(avatar, self.stages, options, self.profile.render_size, self._silence_features())
         fmt, quality = options.output_format, options.jpeg_quality
@@ -118,6 +132,32 @@ class TritonPythonModel:
         except SessionStateError:
             runner.stop()
             raise
+
+    def _register_carried_avatar(self, request: Any, avatar_id: str) -> None:
+        """Register the image/video sent with START here (a no-op when this replica has it cached)."""
+        carried = {name: data for name in AVATAR_SOURCES if (data := optional_bytes(request, name)) is not None}
+        if not carried:
+            return
+        if len(carried) > 1:
+            raise RequestError("send either 'avatar_image' or 'avatar_video' with START, not both")
+        (name, data), = carried.items()
+        inputs = {AVATAR_SOURCES[name]: np.array([data], dtype=object)}
+        registration = optional_text(request, "avatar_options")
+        if registration:
+            try:
+                json.loads(registration)
+            except json.JSONDecodeError as exc:
+                raise RequestError(f"avatar_options is not valid JSON: {exc}") from None
+            inputs["options"] = np.array([registration.encode()], dtype=object)
+        try:
+            registered = bls_infer("avatar_registry", inputs, ["avatar_id"])["avatar_id"].reshape(-1)[0].decode()
+        except StageCallError as exc:
+            raise RequestError(f"the {AVATAR_SOURCES[name]} sent with START: {str(exc).removeprefix('avatar_registry: ')}") from None
+        if registered != avatar_id:
+            raise RequestError(
+                f"the {AVATAR_SOURCES[name]} sent with START registers as avatar {registered}, not {avatar_id}: "
+                "send the same bytes and avatar_options that made avatar_id"
+            )
 
     def _avatar(self, avatar_id: str) -> AvatarFeatures:
         try:
