@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ditto_triton.export.manifest import read_manifest
-from ditto_triton.export.parity import ort_session, time_stage
+from ditto_triton.manifest import read_manifest
+from ditto_triton.export.ort_runtime import ort_session
+from ditto_triton.export.parity import time_stage
 from ditto_triton.export.registry import STAGE_NETWORKS
 from ditto_triton.export.sample_inputs import sample_inputs
 from ditto_triton.export.weights import SYNTHETIC, load_stage

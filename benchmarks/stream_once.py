@@ -20,7 +20,7 @@ from ditto_triton.benchmarks.inprocess import InProcessPipeline
 from ditto_triton.benchmarks.session_stats import summarize
 from ditto_triton.benchmarks.triton_session import run_session
 from ditto_triton.client import DittoClient, load_audio
-from ditto_triton.export.manifest import read_manifest
+from ditto_triton.manifest import read_manifest
 
 KEYS = ("frames", "ffd_ms", "fps", "late_frames", "rtf", "error")
 

@@ -99,7 +99,7 @@ def throughput(url: str, export_dir: Path, image: bytes, audio, repeats: int) ->
 def scrape_metrics(metrics_url: str | None) -> dict[str, Any]:
     if not metrics_url:
         return {"error": "no metrics URL (give --metrics-url with --url)"}
-    from ditto_triton.benchmarks.metrics import scrape, session_metrics
+    from ditto_triton.model_repository.prometheus import scrape, session_metrics
 
     samples = scrape(metrics_url)
     kept = {k: v for k, v in samples.items() if k.startswith(("ditto_", "nv_inference_count", "nv_inference_request_success"))}

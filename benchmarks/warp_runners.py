@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ditto_triton.benchmarks import provenance
-from ditto_triton.export.manifest import checkpoint_of, read_manifest
+from ditto_triton.manifest import checkpoint_of, read_manifest
 from ditto_triton.export.sample_inputs import sample_inputs
 from ditto_triton.profiles import get_profile
 from ditto_triton.stages import stage_specs

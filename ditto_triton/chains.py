@@ -1,5 +1,6 @@
 """Fixed DAGs of stages, declared once: Triton runs them as ensembles (`ensembles/`), the in-process
-runner composes the same steps (`run_chain`). No Triton import.
+runner composes the same steps (`run_chain`). No Triton import. The chains themselves are declared
+in `ditto_triton.ensembles`.
 
 A chain maps its own tensor names through steps; each step names a stage and maps the stage's
 inputs from chain tensors and the stage's outputs to chain tensors.
@@ -31,23 +32,6 @@ class Chain:
     def stages(self) -> tuple[str, ...]:
         return tuple(step.stage for step in self.steps)
 
-
-# Stitch -> warp -> decode: the stitching network's corrected driving keypoints feed the warp
-# network, whose 2-D feature feeds the decoder (architecture reference §4.4, §3.3-3.5).
-RENDER_CHAIN = Chain(
-    name="render_chain",
-    inputs=("feature_3d", "kp_source", "kp_driving"),
-    outputs=("output",),
-    steps=(
-        ChainStep("stitch_network", {"kp_source": "kp_source", "kp_driving": "kp_driving"}, {"out": "kp_driving_stitched"}),
-        ChainStep(
-            "warp_network",
-            {"feature_3d": "feature_3d", "kp_source": "kp_source", "kp_driving": "kp_driving_stitched"},
-            {"out": "warped_feature"},
-        ),
-        ChainStep("decoder", {"feature": "warped_feature"}, {"output": "output"}),
-    ),
-)
 
 Infer = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -6,36 +6,16 @@ the appearance extractor and `pitch`, `yaw`, `roll` (B×66 bin logits), `t` (B×
 runs them concurrently.
 """
 
-from __future__ import annotations
+from ditto_triton.chains import Chain, ChainStep
 
-from collections.abc import Mapping
+_MOTION = ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")
 
-from ditto_triton.model_repository import pbtxt
-from ditto_triton.stages import StageSpec
-
-NAME = "extractors"
-STAGES = ("appearance_extractor", "motion_extractor")
-
-
-def extractors_config(specs: Mapping[str, StageSpec], max_batch_size: int) -> pbtxt.ModelConfig:
-    if max_batch_size < 1:
-        raise ValueError(f"{NAME}: the stages are batched, max_batch_size must be >= 1 (got {max_batch_size})")
-    appearance, motion = (specs[name] for name in STAGES)
-    (image,) = appearance.inputs
-    (motion_image,) = motion.inputs
-    if image.shape != motion_image.shape or image.dtype != motion_image.dtype:
-        raise ValueError(f"{NAME}: the extractors disagree on their image input ({image} vs {motion_image})")
-    outputs = appearance.outputs + motion.outputs
-    if len({t.name for t in outputs}) != len(outputs):
-        raise ValueError(f"{NAME}: output names collide: {[t.name for t in outputs]}")
-
-    config = pbtxt.ModelConfig(name=NAME, platform="ensemble", max_batch_size=max_batch_size)
-    config.input.append(pbtxt.spec_input(image, batched=True))
-    config.output.extend(pbtxt.spec_output(t, batched=True) for t in outputs)
-    config.ensemble_scheduling.step.extend(
-        pbtxt.ensemble_step(
-            stage.name, {stage.inputs[0].name: image.name}, {t.name: t.name for t in stage.outputs}
-        )
-        for stage in (appearance, motion)
-    )
-    return config
+EXTRACTORS = Chain(
+    name="extractors",
+    inputs=("image",),
+    outputs=("pred", *_MOTION),
+    steps=(
+        ChainStep("appearance_extractor", {"image": "image"}, {"pred": "pred"}),
+        ChainStep("motion_extractor", {"image": "image"}, {name: name for name in _MOTION}),
+    ),
+)

@@ -1,52 +1,25 @@
-"""`render_chain` ensemble: stitch -> warp -> decode as one Triton call, no Python in the path.
+"""`render_chain` ensemble: stitch -> warp -> decode as one Triton call.
 
 Inputs (batched like the stages, B frames): `feature_3d` B×C×D×H×W (the avatar's f_s), `kp_source`,
-`kp_driving` B×21×3. Output: `output` B×3×S×S, the rendered face crop in [0, 1]. The steps are
-`ditto_triton.chains.RENDER_CHAIN`, the same the in-process runner composes; the orchestrator
-renders every frame batch through this ensemble.
+`kp_driving` B×21×3. Output: `output` B×3×S×S, the rendered face crop in [0, 1]. The stitching
+network corrects the driving keypoints, the warp network moves the source feature volume with them
+and the decoder paints the 2-D feature (Ditto: `core/models/stitch_network.py`, `warp_network.py`,
+`decoder.py`). The orchestrator renders every frame batch through this ensemble.
 """
 
-from __future__ import annotations
+from ditto_triton.chains import Chain, ChainStep
 
-from collections.abc import Mapping
-
-from ditto_triton.chains import RENDER_CHAIN, Chain
-from ditto_triton.model_repository import pbtxt
-from ditto_triton.stages import StageSpec, TensorSpec
-
-NAME = RENDER_CHAIN.name
-STAGES = RENDER_CHAIN.stages
-
-
-def chain_tensors(chain: Chain, specs: Mapping[str, StageSpec]) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The chain's input and output tensors, typed and shaped by the stage tensors they bind to."""
-    inputs: dict[str, TensorSpec] = {}
-    outputs: dict[str, TensorSpec] = {}
-    for step in chain.steps:
-        spec = specs[step.stage]
-        by_name = {t.name: t for t in spec.inputs + spec.outputs}
-        for stage_name, chain_name in step.inputs.items():
-            if chain_name in chain.inputs:
-                inputs.setdefault(chain_name, TensorSpec(chain_name, by_name[stage_name].shape, by_name[stage_name].dtype))
-        for stage_name, chain_name in step.outputs.items():
-            if chain_name in chain.outputs:
-                outputs[chain_name] = TensorSpec(chain_name, by_name[stage_name].shape, by_name[stage_name].dtype)
-    return [inputs[n] for n in chain.inputs], [outputs[n] for n in chain.outputs]
-
-
-def chain_config(chain: Chain, specs: Mapping[str, StageSpec], max_batch_size: int) -> pbtxt.ModelConfig:
-    """An ensemble config for `chain`; `max_batch_size` must not exceed the composing stages' own."""
-    if max_batch_size < 1:
-        raise ValueError(f"{chain.name}: the stages are batched, max_batch_size must be >= 1 (got {max_batch_size})")
-    inputs, outputs = chain_tensors(chain, specs)
-    config = pbtxt.ModelConfig(name=chain.name, platform="ensemble", max_batch_size=max_batch_size)
-    config.input.extend(pbtxt.spec_input(t, batched=True) for t in inputs)
-    config.output.extend(pbtxt.spec_output(t, batched=True) for t in outputs)
-    config.ensemble_scheduling.step.extend(
-        pbtxt.ensemble_step(step.stage, dict(step.inputs), dict(step.outputs)) for step in chain.steps
-    )
-    return config
-
-
-def render_chain_config(specs: Mapping[str, StageSpec], max_batch_size: int) -> pbtxt.ModelConfig:
-    return chain_config(RENDER_CHAIN, specs, max_batch_size)
+RENDER_CHAIN = Chain(
+    name="render_chain",
+    inputs=("feature_3d", "kp_source", "kp_driving"),
+    outputs=("output",),
+    steps=(
+        ChainStep("stitch_network", {"kp_source": "kp_source", "kp_driving": "kp_driving"}, {"out": "kp_driving_stitched"}),
+        ChainStep(
+            "warp_network",
+            {"feature_3d": "feature_3d", "kp_source": "kp_source", "kp_driving": "kp_driving_stitched"},
+            {"out": "warped_feature"},
+        ),
+        ChainStep("decoder", {"feature": "warped_feature"}, {"output": "output"}),
+    ),
+)

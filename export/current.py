@@ -6,42 +6,13 @@ with tensors the configs no longer declare."""
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
-from ditto_triton.export.manifest import read_manifest, tensor_entry
+from ditto_triton.manifest import read_manifest, stale_reason
 from ditto_triton.profiles import get_profile
-from ditto_triton.stages import stage_specs
 
 log = logging.getLogger(__name__)
-
-
-def stale_reason(export_dir: Path, profile_name: str) -> str | None:
-    """Why `export_dir` cannot be used for `profile_name` (missing, other profile or sizes, missing
-    files), or None when it can."""
-    try:
-        manifest = read_manifest(export_dir)
-    except (FileNotFoundError, ValueError) as exc:
-        return str(exc)
-    if manifest.get("profile") != profile_name:
-        return f"{export_dir} holds the {manifest.get('profile')!r} profile"
-    current = json.loads(json.dumps(asdict(get_profile(profile_name))))
-    if manifest.get("profile_config") != current:
-        return f"{export_dir} was exported with other {profile_name} sizes than the current profile"
-    specs = stage_specs(get_profile(profile_name))
-    changed = [
-        name for name, entry in manifest["stages"].items()
-        if name in specs and (entry.get("inputs"), entry.get("outputs"))
-        != ([tensor_entry(t) for t in specs[name].inputs], [tensor_entry(t) for t in specs[name].outputs])
-    ]
-    if changed:
-        return f"{export_dir} was exported with other inputs or outputs of {changed} than this version declares"
-    missing = [e["file"] for e in manifest["stages"].values() if not (Path(export_dir) / e["file"]).is_file()]
-    if missing:
-        return f"{export_dir} lacks {missing}"
-    return None
 
 
 def ensure_export(export_dir: Path, profile_name: str, *, parity: bool = True, seed: int = 0) -> Path:

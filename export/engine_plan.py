@@ -19,7 +19,7 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from ditto_triton.export.manifest import read_manifest
+from ditto_triton.manifest import read_manifest
 from ditto_triton.profiles import Profile, get_profile
 from ditto_triton.stages import STAGE_ORDER, StageSpec, stage_specs
 

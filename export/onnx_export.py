@@ -10,7 +10,7 @@ import onnx
 import torch
 from torch import nn
 
-from ditto_triton.onnx_io import check_onnx_io
+from ditto_triton.export.onnx_io import check_onnx_io
 from ditto_triton.stages import DYNAMIC, StageSpec
 
 # GridSample on 5-D volumes (the warp network) exists from opset 20 on.

@@ -21,13 +21,6 @@ def relative_error(found: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(found.astype(np.float64) - ref.astype(np.float64)))) / max(scale, 1e-12)
 
 
-def ort_session(path: Path, threads: int = 2) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def torch_outputs(module: nn.Module, input_names: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     with torch.no_grad():
         out = module(*(torch.from_numpy(inputs[n]) for n in input_names))

@@ -14,9 +14,10 @@ import onnx
 import onnxruntime
 import torch
 
-from ditto_triton.export import manifest as mf
+from ditto_triton import manifest as mf
 from ditto_triton.export.onnx_export import OPSET, export_stage
-from ditto_triton.export.parity import TOLERANCE, compare, ort_session, time_stage
+from ditto_triton.export.ort_runtime import ort_session
+from ditto_triton.export.parity import TOLERANCE, compare, time_stage
 from ditto_triton.export.registry import STAGE_NETWORKS
 from ditto_triton.export.sample_inputs import HUBERT_WINDOW, sample_inputs
 from ditto_triton.export.weights import load_stage

@@ -3,7 +3,7 @@
 On start it (1) exports the networks into the cache volume unless an export of the wanted profile
 is already there, (2) for the tensorrt flavor builds the plans on this GPU or reuses cached ones
 (`ditto-trt-build`), (3) renders and validates the model repository (`ditto-serve --render-only`)
-and (4) runs NVIDIA's `tritonserver` under the replica supervisor (`deploy/replica.py`: health
+and (4) runs NVIDIA's `tritonserver` under the replica supervisor (`model_repository/replica.py`: health
 port, drain on SIGTERM), loading the GridSample3D plugin when the warp network is a plan. With
 DITTO_MODEL_REPOSITORY (an s3://, gs:// or as:// URL, or a path) steps 1-3 are skipped and Triton
 serves that pre-rendered repository. Settings come from the environment (see `Settings`);
@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ditto_triton.deploy.drain import DEFAULT_DRAIN_FILE, DEFAULT_TIMEOUT_S, DRAIN_FILE_ENV
-from ditto_triton.deploy.replica import DEFAULT_HEALTH_PORT
+from ditto_triton.model_repository.drain import DEFAULT_DRAIN_FILE, DEFAULT_TIMEOUT_S, DRAIN_FILE_ENV
+from ditto_triton.model_repository.replica import DEFAULT_HEALTH_PORT
 from ditto_triton.export.engine_plan import GRID_PLUGIN_LIBRARY
 from ditto_triton.model_repository.gpu_flavors import PLUGIN_DIR, check_warp_runner
 
@@ -123,7 +123,7 @@ def steps(settings: Settings, export_ready: bool, server_args: list[str]) -> lis
 
 def export_ready(settings: Settings) -> bool:
     """An export of the wanted profile whose stage I/O matches this code (else it is redone)."""
-    from ditto_triton.export.current import stale_reason
+    from ditto_triton.manifest import stale_reason
 
     return (settings.export_dir / "manifest.json").is_file() and stale_reason(settings.export_dir, settings.profile) is None
 
@@ -158,8 +158,8 @@ def serve_supervised(command: list[str], settings: Settings) -> int:
     supervise it: health port, drain on SIGTERM, then stop it."""
     import subprocess
 
-    from ditto_triton.deploy.drain import clear_drain
-    from ditto_triton.deploy.replica import HealthServer, ProcessChild, supervise
+    from ditto_triton.model_repository.drain import clear_drain
+    from ditto_triton.model_repository.replica import HealthServer, ProcessChild, supervise
 
     clear_drain(settings.drain_file)
     env = {**os.environ, DRAIN_FILE_ENV: str(settings.drain_file)}

@@ -28,11 +28,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ditto_triton.ensembles.extractors import extractors_config
-from ditto_triton.ensembles.render_chain import render_chain_config
+from ditto_triton.ensembles import ENSEMBLES
 from ditto_triton.export import engine_plan as ep
-from ditto_triton.export.manifest import checkpoint_of, read_manifest
+from ditto_triton.manifest import checkpoint_of, read_manifest
 from ditto_triton.model_repository import gpu_flavors, pbtxt
+from ditto_triton.model_repository.ensemble_configs import chain_config
 from ditto_triton.model_repository.service_configs import avatar_registry_config, orchestrator_config
 from ditto_triton.model_repository.stage_runtime import StageParameters
 from ditto_triton.model_repository.torch_parameters import TorchParameters
@@ -270,7 +270,7 @@ def render_repository(
         if runner in ("ort", "torch"):
             (version_dir / "model.py").write_text(_shim(f"{BACKENDS_PACKAGE}.stage", f"{runner} stage {name}"))
 
-    ensembles = [render_chain_config(specs, max_batch_size), extractors_config(specs, max_batch_size)]
+    ensembles = [chain_config(chain, specs, max_batch_size) for chain in ENSEMBLES]
     for config in ensembles:
         pbtxt.write_config(config, out_dir / config.name)
         (out_dir / config.name / VERSION).mkdir()

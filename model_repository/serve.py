@@ -20,11 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ditto_triton.deploy.drain import DEFAULT_TIMEOUT_S, DRAIN_FILE_ENV, clear_drain
-from ditto_triton.deploy.replica import HealthServer, supervise
+from ditto_triton.model_repository.drain import DEFAULT_TIMEOUT_S, DRAIN_FILE_ENV, clear_drain
+from ditto_triton.model_repository.replica import HealthServer, supervise
 
-from ditto_triton.export.current import stale_reason
-from ditto_triton.export.manifest import MANIFEST_NAME, read_manifest
+from ditto_triton.manifest import stale_reason
+from ditto_triton.manifest import MANIFEST_NAME, read_manifest
 from ditto_triton.model_repository import gpu_flavors
 from ditto_triton.model_repository.render import FLAVORS, render_repository
 from ditto_triton.model_repository.server import TritonServer, TritonServerError

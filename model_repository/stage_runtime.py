@@ -1,5 +1,5 @@
 """A python-ort stage model without Triton: its config (as the JSON Triton hands `initialize`), its
-parameters and its ONNX Runtime session. `backends/stage_ort.py` only adapts this to `pb_utils`.
+parameters and its ONNX Runtime session. `backends/stage.py` only adapts this to `pb_utils`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
+from ditto_triton.export.ort_runtime import ort_session
 from ditto_triton.model_repository.batching import Arrays, WireTensor, run_requests
 from ditto_triton.model_repository.dtypes import numpy_dtype
 
@@ -105,12 +105,7 @@ class StageRunner:
         path = Path(version_dir) / self.parameters.onnx_file
         if not path.is_file():
             raise FileNotFoundError(f"{self.name}: ONNX file {path} not found")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.parameters.intra_op_threads
-        options.inter_op_num_threads = 1
-        spinning = "1" if self.parameters.allow_spinning else "0"
-        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(path, self.parameters.intra_op_threads, self.parameters.allow_spinning)
         self._check_session()
         log.info("%s: %s loaded (%d intra-op threads, batched=%s)", self.name, path, self.parameters.intra_op_threads,
                  self.batched)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ditto_triton.streaming.stages import OrtStages
+from ditto_triton.export.ort_runtime import OrtStages
 
 
 class RecordingStages(OrtStages):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ditto_triton.export.manifest import read_manifest
+from ditto_triton.manifest import read_manifest
 from ditto_triton.export.parity import TOLERANCE
 from ditto_triton.export.pipeline import ExportOptions, export_all
 from ditto_triton.profiles import FULL

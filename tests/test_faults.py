@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from ditto_triton.benchmarks.metrics import scrape, session_metrics
+from ditto_triton.model_repository.prometheus import scrape, session_metrics
 from ditto_triton.benchmarks.session_stats import summarize
 from ditto_triton.benchmarks.triton_session import run_session
 from ditto_triton.client import ConnectionLostError, DittoClient, ServerBusyError, ServerError

@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from ditto_triton.benchmarks.metrics import scrape, value
+from ditto_triton.model_repository.prometheus import scrape, value
 from ditto_triton.gateway.app import create_app
 from ditto_triton.model_repository.server import free_port
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from ditto_triton.benchmarks.metrics import MetricsError, parse, scrape, series, session_metrics, split_series, value
+from ditto_triton.model_repository.prometheus import MetricsError, parse, scrape, series, session_metrics, split_series, value
 from ditto_triton.client import DittoClient, ServerError, load_audio
 from ditto_triton.streaming.session_metrics import FLUSH_S, OUTCOMES, RecordingSink, SessionMetrics
 

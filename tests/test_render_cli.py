@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from ditto_triton.client.cli import main as render_main
+from ditto_triton.apps.render import main as render_main
 from ditto_triton.model_repository.server import free_port
 
 

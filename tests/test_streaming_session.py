@@ -8,7 +8,7 @@ from ditto_triton.streaming.avatar_features import extract_features
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import render_audio
 from ditto_triton.streaming.session import PipelinedSession, StreamingSession, silence_features
-from ditto_triton.streaming.stages import OrtStages
+from ditto_triton.export.ort_runtime import OrtStages
 
 SR = 16000
 
@@ -116,7 +116,8 @@ def test_render_batches_depend_only_on_frame_indices():
 
 
 def test_render_chain_equals_its_three_stages(stages, avatar):
-    from ditto_triton.chains import RENDER_CHAIN, run_chain
+    from ditto_triton.chains import run_chain
+    from ditto_triton.ensembles import RENDER_CHAIN
 
     rng = np.random.default_rng(3)
     kp_s = rng.normal(scale=0.1, size=(2, 21, 3)).astype(np.float32)

@@ -26,7 +26,7 @@ from ditto_triton.profiles import TINY
 from ditto_triton.stages import STAGE_ORDER, stage_specs
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.reference import render_audio
-from ditto_triton.streaming.stages import OrtStages
+from ditto_triton.export.ort_runtime import OrtStages
 
 SPECS = stage_specs(TINY)
 CUDA = torch.cuda.is_available()

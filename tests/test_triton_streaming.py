@@ -21,7 +21,7 @@ from ditto_triton.profiles import TINY
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar, render_audio
-from ditto_triton.streaming.stages import OrtStages
+from ditto_triton.export.ort_runtime import OrtStages
 
 CROP = {"max_size": 512}
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ditto_triton.chains import RENDER_CHAIN
+from ditto_triton.ensembles import RENDER_CHAIN
 from ditto_triton.streaming.audio import (
     FPS,
     OFFLINE_PAST_SAMPLES,

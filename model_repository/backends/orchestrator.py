@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ditto_triton.deploy.drain import DRAIN_FILE_ENV, DRAINING_MESSAGE, is_draining
+from ditto_triton.model_repository.drain import DRAIN_FILE_ENV, DRAINING_MESSAGE, is_draining
 from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCallError, bls_infer
 from ditto_triton.model_repository.backends.metrics import PrometheusSink
 from ditto_triton.model_repository.backends.requests import (

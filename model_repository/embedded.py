@@ -15,7 +15,7 @@ from rich.console import Console
 def embedded_server(profile: str, weights: str, export_dir: Path | None, console: Console) -> Iterator[str]:
     """Yields the server's gRPC address (host:port). The networks are exported to `export_dir`
     (default out/export/<profile>) when that holds no export matching this version."""
-    from ditto_triton.export.current import stale_reason
+    from ditto_triton.manifest import stale_reason
     from ditto_triton.model_repository.render import render_repository
     from ditto_triton.model_repository.server import TritonServer
 

@@ -3,7 +3,7 @@
 Triton's own shutdown fails every live session at once: on SIGTERM it refuses the next request of
 a running sequence and the orchestrator's stage calls ("Server not ready"). So tritonserver never
 gets the signal first. The supervisor (PID 1 of the container, or `ditto-serve`) takes SIGTERM or
-SIGINT, drains (`deploy/drain.py`: new sessions refused, live ones finish, bounded by the drain
+SIGINT, drains (`model_repository/drain.py`: new sessions refused, live ones finish, bounded by the drain
 timeout), and only then stops tritonserver. A second signal skips the rest of the wait.
 
 Its health port answers `GET /ready` (200 when Triton is ready and the replica is not draining,
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from ditto_triton.deploy.drain import active_sessions, is_draining, start_drain, wait_for_sessions
+from ditto_triton.model_repository.drain import active_sessions, is_draining, start_drain, wait_for_sessions
 from ditto_triton.model_repository.server import triton_health
 
 DEFAULT_HEALTH_PORT = 8003

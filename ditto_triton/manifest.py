@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ditto_triton.profiles import Profile
-from ditto_triton.stages import StageSpec, TensorSpec
+from ditto_triton.profiles import Profile, get_profile
+from ditto_triton.stages import StageSpec, TensorSpec, stage_specs
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -86,3 +86,29 @@ def checkpoint_of(entry: dict[str, Any], export_dir: Path) -> Path | None:
         f"checkpoint {recorded} of this export (sha256 {source['sha256'][:12]}…) not found as recorded nor in "
         f"{export_dir / 'synthetic_weights'}; re-run ditto-export"
     )
+
+
+def stale_reason(export_dir: Path, profile_name: str) -> str | None:
+    """Why `export_dir` cannot be used for `profile_name` (missing, other profile or sizes, missing
+    files), or None when it can."""
+    try:
+        manifest = read_manifest(export_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        return str(exc)
+    if manifest.get("profile") != profile_name:
+        return f"{export_dir} holds the {manifest.get('profile')!r} profile"
+    current = json.loads(json.dumps(asdict(get_profile(profile_name))))
+    if manifest.get("profile_config") != current:
+        return f"{export_dir} was exported with other {profile_name} sizes than the current profile"
+    specs = stage_specs(get_profile(profile_name))
+    changed = [
+        name for name, entry in manifest["stages"].items()
+        if name in specs and (entry.get("inputs"), entry.get("outputs"))
+        != ([tensor_entry(t) for t in specs[name].inputs], [tensor_entry(t) for t in specs[name].outputs])
+    ]
+    if changed:
+        return f"{export_dir} was exported with other inputs or outputs of {changed} than this version declares"
+    missing = [e["file"] for e in manifest["stages"].values() if not (Path(export_dir) / e["file"]).is_file()]
+    if missing:
+        return f"{export_dir} lacks {missing}"
+    return None

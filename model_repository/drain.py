@@ -6,7 +6,7 @@ exhausted: ... draining" (the client retries elsewhere) and the supervisor's `/r
 so Kubernetes and Envoy stop routing new streams here. Live sessions are counted from the
 orchestrator's `ditto_active_sessions` gauge on Triton's metrics port.
 
-`ditto-drain --wait` is the pod's preStop hook; the supervisor (`deploy/replica.py`) runs the same
+`ditto-drain --wait` is the pod's preStop hook; the supervisor (`model_repository/replica.py`) runs the same
 drain when it gets SIGTERM, so `docker stop`, compose and a pod without the hook drain too.
 """
 
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ditto_triton.benchmarks.metrics import MetricsError, scrape, value
+from ditto_triton.model_repository.prometheus import MetricsError, scrape, value
 
 DRAIN_FILE_ENV = "DITTO_DRAIN_FILE"
 DEFAULT_DRAIN_FILE = Path("/tmp/ditto-draining")

@@ -7,27 +7,23 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
 import uvicorn
 from rich.console import Console
 
-from ditto_triton.client.embedded import embedded_server
+from ditto_triton.apps.server import add_server_arguments, server_url
 from ditto_triton.client.errors import DittoClientError
 from ditto_triton.gateway.app import create_app
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ditto-live", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", default=None, help="gRPC address of a running Ditto Triton server (default: start one)")
+    add_server_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address the page is served on (default loopback only)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--sample-image", type=Path, default=None, help="portrait offered as 'use the sample'")
-    p.add_argument("--profile", choices=("tiny", "full"), default="tiny", help="embedded server only")
-    p.add_argument("--weights", default="synthetic", help="embedded server only: 'synthetic' or ditto_pytorch/ dir")
-    p.add_argument("--export-dir", type=Path, default=None, help="embedded server only (default out/export/<profile>)")
     return p
 
 
@@ -38,12 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"error: {args.sample_image}: no such file")
         return 2
     try:
-        with contextlib.ExitStack() as stack:
-            url = args.url or stack.enter_context(embedded_server(args.profile, args.weights, args.export_dir, console))
+        with server_url(args, console) as url:
             app = create_app(url, args.sample_image)
             console.print(f"live demo: http://{args.host}:{args.port}/  (Triton at {url}; Ctrl-C stops)")
             uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    except (DittoClientError, ValueError) as exc:
+    except (DittoClientError, ValueError, RuntimeError) as exc:
         console.print(f"error: {exc}")
         return 2
     return 0

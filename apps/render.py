@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -23,10 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ditto_triton.client.audio import load_audio
-from ditto_triton.client.embedded import embedded_server
 from ditto_triton.client.errors import DittoClientError
 from ditto_triton.client.session import DittoClient, ReceivedFrame
 from ditto_triton.client.video import Mp4Writer, contact_sheet
+from ditto_triton.apps.server import add_server_arguments, server_url
 
 SYNTHETIC_NOTE = (
     "note: these networks run with seeded synthetic weights, so the face is noise-like, not a talking person. "
@@ -41,11 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--video", type=Path, help="a short video of the face (MP4/MOV/WebM/MKV/AVI) to animate instead of a photo")
     p.add_argument("--audio", type=Path, required=True, help="speech (WAV/FLAC/OGG/MP3, any rate, mono or stereo)")
     p.add_argument("--out", type=Path, required=True, help="output .mp4")
-    p.add_argument("--url", default=None, help="gRPC address of a running server (default: start one)")
+    add_server_arguments(p)
     p.add_argument("--live", action="store_true", help="send audio paced in real time (default: as fast as possible)")
-    p.add_argument("--profile", choices=("tiny", "full"), default="tiny", help="embedded server only")
-    p.add_argument("--weights", default="synthetic", help="embedded server only: 'synthetic' or ditto_pytorch/ dir")
-    p.add_argument("--export-dir", type=Path, default=None, help="embedded server only (default out/export/<profile>)")
     p.add_argument("--contact-sheet", type=Path, default=None, help="also write a PNG of a few frames side by side")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds without a response before giving up")
     s = p.add_argument_group("session options")
@@ -166,10 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"error: {path}: no such file")
             return 2
     try:
-        with contextlib.ExitStack() as stack:
-            url = args.url or stack.enter_context(embedded_server(args.profile, args.weights, args.export_dir, console))
+        with server_url(args, console) as url:
             summary = render(args, url, console)
-    except (DittoClientError, ValueError, TimeoutError) as exc:
+    except (DittoClientError, ValueError, TimeoutError, RuntimeError) as exc:
         console.print(f"error: {exc}")
         return 2
     console.print(
