@@ -6,7 +6,7 @@ PROFILE ?= tiny
 WEIGHTS ?= synthetic
 EXPORT_DIR ?= out/export/$(PROFILE)
 
-.PHONY: setup demo export serve test test-slow lock clean bench bench-gpu bench-gate soak live
+.PHONY: setup system-packages lint demo export serve test test-fast test-slow lock clean bench bench-gpu bench-gate soak live
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,8 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 setup: $(BIN)/.installed
 
-DEMO_IMAGE ?= ../shared/samples/ditto_example_image.jpg
-DEMO_AUDIO ?= ../shared/samples/ditto_example_audio.wav
+DEMO_IMAGE ?= examples/ditto_example_image.jpg
+DEMO_AUDIO ?= examples/ditto_example_audio.wav
 DEMO_MAX_SIZE ?= 512
 
 # Export (if needed), start an embedded tritonserver, render the sample portrait speaking the sample
@@ -47,8 +47,25 @@ live: $(EXPORT_DIR)/manifest.json
 serve: $(EXPORT_DIR)/manifest.json
 	$(BIN)/ditto-serve --export $(EXPORT_DIR)
 
-test: setup
+# Debian packages the tests need: libb64-0d (perf_analyzer from the tritonclient wheel links it), chromium and
+# chromium-driver (the live page's browser test). Installed here when root with apt, else the command to run.
+SYSTEM_PACKAGES := libb64-0d chromium chromium-driver
+system-packages:
+	@bash tools/system_packages.sh $(SYSTEM_PACKAGES)
+
+# Lint: ruff (rules and format) and the import layers of pyproject.toml (tools/lint_imports.py).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python tools/lint_imports.py
+
+# Everything but the full-size checks: lint, then unit and integration tests (CI runs exactly this).
+test: setup system-packages lint
 	$(BIN)/pytest
+
+# The fast loop: unit tests only (no server, no export, no subprocess), under a minute on 2 cores.
+test-fast: setup
+	$(BIN)/pytest -m unit -q
 
 # Full-size (Ditto's real sizes) parity; about 10 minutes on 2 CPU cores.
 test-slow: setup
@@ -76,6 +93,16 @@ bench-gate: setup
 SOAK_ARGS ?=
 soak: $(EXPORT_DIR)/manifest.json
 	$(BIN)/python -m ditto_triton.benchmarks.soak --export $(EXPORT_DIR) $(SOAK_ARGS)
+
+# The README's diagram: docs/architecture.svg from its source docs/architecture.dot with Graphviz (installed from
+# apt when root, else the command to run). Cairo's SVG draws the text as outlines, so every viewer shows what was
+# laid out. The SVG records its source's sha256; tests/test_docs.py checks it.
+.PHONY: docs-diagram
+docs-diagram:
+	@command -v dot > /dev/null || bash tools/system_packages.sh graphviz
+	dot -Tsvg:cairo docs/architecture.dot \
+		| sed "1a <!-- source: docs/architecture.dot sha256 $$(sha256sum docs/architecture.dot | cut -d' ' -f1) -->" \
+		> docs/architecture.svg
 
 # Re-pin the environment after changing pyproject.toml's dependencies.
 lock: setup

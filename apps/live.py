@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"live demo: http://{args.host}:{args.port}/  (Triton at {url}; Ctrl-C stops)")
             uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     except (DittoClientError, ValueError, RuntimeError) as exc:
-        console.print(f"error: {exc}")
+        console.print(f"error: {exc}", markup=False)
         return 2
     return 0
 

@@ -21,11 +21,12 @@ import soundfile as sf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ditto_triton.apps.server import add_server_arguments, server_url
 from ditto_triton.client.audio import load_audio
 from ditto_triton.client.errors import DittoClientError
 from ditto_triton.client.session import DittoClient, ReceivedFrame
 from ditto_triton.client.video import Mp4Writer, contact_sheet
-from ditto_triton.apps.server import add_server_arguments, server_url
+from ditto_triton.protocol import SAMPLE_RATE
 
 SYNTHETIC_NOTE = (
     "note: these networks run with seeded synthetic weights, so the face is noise-like, not a talking person. "
@@ -150,7 +151,7 @@ def render(args: argparse.Namespace, url: str, console: Console) -> dict:
         "first_frame_delay_ms": round((frames[0].received_s - start) * 1e3, 1) if frames else None,
         "fps": round((len(frames) - 1) / span, 2) if span > 0 else None,
         "late_frames": late_frames(frames),
-        "audio_s": round(audio16.size / 16000, 3),
+        "audio_s": round(audio16.size / SAMPLE_RATE, 3),
     }
 
 
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         with server_url(args, console) as url:
             summary = render(args, url, console)
     except (DittoClientError, ValueError, TimeoutError, RuntimeError) as exc:
-        console.print(f"error: {exc}")
+        console.print(f"error: {exc}", markup=False)
         return 2
     console.print(
         f"wrote {args.out}: {summary['frames']} frames ({summary['audio_s']} s of audio), first frame after "

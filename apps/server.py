@@ -29,9 +29,11 @@ def server_url(args: argparse.Namespace, console: Console) -> Iterator[str]:
     if args.url:
         yield args.url
         return
-    try:
-        from ditto_triton.model_repository.embedded import embedded_server
-    except ImportError as exc:
-        raise RuntimeError(f"no --url given and the embedded server cannot start ({exc}); {EMBEDDED_EXTRAS}") from exc
-    with embedded_server(args.profile, args.weights, args.export_dir, console) as url:
+    with contextlib.ExitStack() as stack:
+        try:
+            from ditto_triton.model_repository.embedded import embedded_server
+
+            url = stack.enter_context(embedded_server(args.profile, args.weights, args.export_dir, console))
+        except ModuleNotFoundError as exc:
+            raise RuntimeError(f"no --url given and the embedded server cannot start ({exc}); {EMBEDDED_EXTRAS}") from exc
         yield url

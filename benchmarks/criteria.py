@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
+from ditto_triton.benchmarks import THRESHOLDS_FILE
+
 REQUIRED = (
     "fps_min",
     "late_frame_ratio_max",

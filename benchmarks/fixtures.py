@@ -8,9 +8,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-SAMPLE_IMAGE = SAMPLES / "ditto_example_image.jpg"
-SAMPLE_AUDIO = SAMPLES / "ditto_example_audio.wav"
+from ditto_triton.benchmarks import SAMPLES_DIR
+
+SAMPLE_IMAGE = SAMPLES_DIR / "ditto_example_image.jpg"
+SAMPLE_AUDIO = SAMPLES_DIR / "ditto_example_audio.wav"
 CROP = {"max_size": 512}
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from ditto_triton.benchmarks.criteria import Check, load_thresholds
 from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_server
 from ditto_triton.benchmarks.session_stats import SessionRecord, aggregate, summarize
+from ditto_triton.protocol import SAMPLE_RATE
 
 log = logging.getLogger("ditto_triton.benchmarks.gate")
 WARMUP_SECONDS = 2.0
@@ -81,17 +82,17 @@ def measure(export_dir: Path, image: bytes, audio, *, ffd_sessions: int, ffd_sec
     from ditto_triton.benchmarks.triton_session import run_session
     from ditto_triton.client import DittoClient
 
-    short = audio[: int(ffd_seconds * 16000)]
+    short = audio[: int(ffd_seconds * SAMPLE_RATE)]
     with local_server(export_dir) as (url, _), DittoClient(url, timeout_s=120) as client:
         avatar = client.register_avatar(image, CROP)
-        run_session(client, avatar, audio[: int(WARMUP_SECONDS * 16000)], "full")  # first-use costs stay out
-        log.info("one session, real-time audio (%.1f s)", audio.size / 16000)
+        run_session(client, avatar, audio[: int(WARMUP_SECONDS * SAMPLE_RATE)], "full")  # first-use costs stay out
+        log.info("one session, real-time audio (%.1f s)", audio.size / SAMPLE_RATE)
         realtime = run_session(client, avatar, audio, "realtime")
         log.info("%d sessions in a row, audio fully available (%.1f s each)", ffd_sessions, ffd_seconds)
         full_audio = [run_session(client, avatar, short, "full") for _ in range(ffd_sessions)]
         log.info("Triton vs in-process frames/s (%d pair(s))", repeats)
         pipeline = InProcessPipeline(export_dir, image, CROP)
-        pipeline.run(audio[: int(WARMUP_SECONDS * 16000)], "full")
+        pipeline.run(audio[: int(WARMUP_SECONDS * SAMPLE_RATE)], "full")
         triton_fps, inprocess_fps, failed = [], [], 0
         for _ in range(repeats):
             for runs, session in ((triton_fps, lambda: run_session(client, avatar, audio, "full")), (inprocess_fps, lambda: pipeline.run(audio, "full"))):
@@ -137,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         measured = json.loads(args.measurements.read_text())
         measured = measured.get("measured", measured)
     else:
-        from ditto_triton.export.current import ensure_export
         from ditto_triton.client import load_audio
+        from ditto_triton.export.current import ensure_export
 
         try:
             export_dir = ensure_export(args.export_dir, "tiny")

@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from ditto_triton.benchmarks.session_stats import MODES, SessionRecord
-from ditto_triton.client.session import CHUNK_SAMPLES, SAMPLE_RATE
+from ditto_triton.export.ort_runtime import OrtStages
 from ditto_triton.manifest import read_manifest
 from ditto_triton.profiles import get_profile
+from ditto_triton.protocol import CHUNK_SAMPLES, SAMPLE_RATE
 from ditto_triton.streaming.audio import frames_for_samples
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession
-from ditto_triton.export.ort_runtime import OrtStages
 from ditto_triton.streaming.stages import Stages
 
 

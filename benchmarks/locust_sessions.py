@@ -41,7 +41,7 @@ from ditto_triton.benchmarks.session_stats import MODES, summarize
 from ditto_triton.benchmarks.sessions import check_loopback
 from ditto_triton.benchmarks.triton_session import run_session
 from ditto_triton.client import DittoClient, load_audio
-from ditto_triton.client.session import CHUNK_SAMPLES
+from ditto_triton.protocol import CHUNK_SAMPLES, SAMPLE_RATE
 
 grpc_gevent.init_gevent()  # before any channel exists
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("WARNING")
     audio = load_audio(args.audio)
     if args.seconds:
-        audio = audio[: int(args.seconds * 16000)]
+        audio = audio[: int(args.seconds * SAMPLE_RATE)]
     plan = SessionPlan(
         image=args.image.read_bytes(),
         audio=audio,

@@ -27,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from ditto_triton.benchmarks.perf_inputs import CHUNK_SAMPLES, ModelInfo, model_info, stage_input_data, streaming_input_data
+from ditto_triton.benchmarks.perf_inputs import (
+    CHUNK_SAMPLES,
+    ModelInfo,
+    model_info,
+    stage_input_data,
+    streaming_input_data,
+)
 from ditto_triton.benchmarks.perf_tool import (
     PerfAnalyzer,
     PerfAnalyzerError,
@@ -38,16 +44,13 @@ from ditto_triton.benchmarks.perf_tool import (
     tail,
 )
 from ditto_triton.benchmarks.session_stats import SessionRecord, aggregate, percentile, summarize
+from ditto_triton.protocol import FPS, ORCHESTRATOR, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ditto_triton.stages import STAGE_ORDER
 
 log = logging.getLogger(__name__)
 
 RENDER_CHAIN = "render_chain"
-ORCHESTRATOR = "orchestrator"
 DEFAULT_MODELS = (*STAGE_ORDER, RENDER_CHAIN)
-SAMPLE_RATE = 16000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 
 __all__ = [
     "DEFAULT_MODELS", "PerfAnalyzer", "PerfAnalyzerError", "PerfAnalyzerSetupError", "find_perf_analyzer",
@@ -226,28 +229,14 @@ def run_streaming(
     tool = tool or find_perf_analyzer()
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1 (got {concurrency})")
-    samples = int(round(seconds * SAMPLE_RATE))
-    if audio is not None:
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)[:samples]
-        stream_audio = [audio]
-    else:
-        rng = np.random.default_rng(seed)
-        stream_audio = [rng.normal(0.0, 0.1, samples).astype(np.float32) for _ in range(max(1, streams))]
+    stream_audio = _stream_audio(audio, seconds, streams, seed)
     n_samples = stream_audio[0].size
-    steps = -(-n_samples // chunk_samples)
-    frames_per_stream = -(-n_samples // SAMPLES_PER_FRAME)
-    # perf_analyzer numbers sequences from 1 on every run; a random start keeps two runs (or a client)
-    # from meeting on one correlation id. It parses the range as 32-bit ints.
-    first_id = random.SystemRandom().randrange(1 << 20, (1 << 31) - (1 << 24))
     with tempfile.TemporaryDirectory(prefix="ditto-pa-stream-") as tmp:
         data = Path(tmp) / "input.json"
         data.write_text(json.dumps(streaming_input_data(avatar_id, stream_audio, chunk_samples, options)))
         report, profile_path = Path(tmp) / "report.csv", Path(tmp) / "profile.json"
         args = [
-            "-i", "grpc", "--streaming", "-u", _host_port(grpc_url), "-m", model,
-            f"--concurrency-range={concurrency}", f"--input-data={data}",
-            f"--sequence-id-range={first_id}:{first_id + (1 << 23)}",
-            "-f", str(report), f"--profile-export-file={profile_path}",
+            *_streaming_args(grpc_url, model, concurrency, data, report, profile_path),
             *_measure_args(measurement_ms, stability_percentage, max_trials, stable_percentile),
         ]
         output = tool.run(args, timeout_s)
@@ -255,10 +244,11 @@ def run_streaming(
         profile = json.loads(profile_path.read_text()) if profile_path.is_file() else {}
     if not rows:
         raise PerfAnalyzerError(f"perf_analyzer wrote no measurement for {model}:\n{tail(output)}")
-    row = summarize_row(rows[0])
-    stats = profile_stats(profile, steps, frames_per_stream, n_samples / SAMPLE_RATE)
+    steps = -(-n_samples // chunk_samples)
+    stats = profile_stats(profile, steps, -(-n_samples // SAMPLES_PER_FRAME), n_samples / SAMPLE_RATE)
     if not stats["sessions"]:
         raise PerfAnalyzerError(f"no session completed during the measurement; raise measurement_ms (now {measurement_ms})")
+    row = summarize_row(rows[0])
     return {
         "model": model,
         "concurrency": concurrency,
@@ -270,6 +260,27 @@ def run_streaming(
         "pa_responses_per_s": row.get("responses_per_s"),
         **{f"pa_{k}": row[k] for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms") if k in row},
     }
+
+
+def _stream_audio(audio: np.ndarray | None, seconds: float, streams: int, seed: int) -> list[np.ndarray]:
+    """`audio` cut to `seconds` for every session, or one seeded N(0, 0.1) noise clip per data stream."""
+    samples = int(round(seconds * SAMPLE_RATE))
+    if audio is not None:
+        return [np.asarray(audio, dtype=np.float32).reshape(-1)[:samples]]
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0.0, 0.1, samples).astype(np.float32) for _ in range(max(1, streams))]
+
+
+def _streaming_args(grpc_url: str, model: str, concurrency: int, data: Path, report: Path, profile: Path) -> list[str]:
+    # perf_analyzer numbers sequences from 1 on every run; a random start keeps two runs (or a client)
+    # from meeting on one correlation id. It parses the range as 32-bit ints.
+    first_id = random.SystemRandom().randrange(1 << 20, (1 << 31) - (1 << 24))
+    return [
+        "-i", "grpc", "--streaming", "-u", _host_port(grpc_url), "-m", model,
+        f"--concurrency-range={concurrency}", f"--input-data={data}",
+        f"--sequence-id-range={first_id}:{first_id + (1 << 23)}",
+        "-f", str(report), f"--profile-export-file={profile}",
+    ]
 
 
 def profile_stats(profile: Mapping[str, Any], steps: int, frames_per_stream: int, audio_s: float) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ditto_triton.benchmarks.perf_tool import PerfAnalyzerError
-from ditto_triton.client.session import CHUNK_SAMPLES  # noqa: F401 - re-exported for perf_analyzer
+from ditto_triton.protocol import CHUNK_SAMPLES  # noqa: F401 - re-exported for perf_analyzer
 from ditto_triton.streaming.audio import WINDOW_SAMPLES
 
 HUBERT_WINDOW = WINDOW_SAMPLES  # samples per streaming HuBERT call (20 feature frames)

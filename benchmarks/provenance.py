@@ -11,7 +11,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from ditto_triton.benchmarks import DATA_DIR
+
 PACKAGES = ("tritonclient", "nvidia-pytriton", "onnxruntime", "torch", "onnx", "numpy", "locust", "grpcio", "matplotlib")
 
 
@@ -55,10 +56,10 @@ def versions() -> dict[str, str]:
 
 def git_sha() -> str | None:
     """HEAD's commit, with "-dirty" when the work tree has changes; None outside a git checkout."""
-    sha = _run(["git", "rev-parse", "HEAD"], REPO_ROOT)
+    sha = _run(["git", "rev-parse", "HEAD"], DATA_DIR)
     if sha is None:
         return None
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], REPO_ROOT)
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], DATA_DIR)
     return f"{sha}-dirty" if status else sha
 
 
@@ -71,4 +72,4 @@ def today() -> str:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -15,12 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ditto_triton.benchmarks import plots
-
-RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+from ditto_triton.benchmarks import RESULTS_DIR, plots
 
 
-def results_dir(profile: str, flavor: str, date: str, host: str, root: Path = RESULTS_ROOT) -> Path:
+def results_dir(profile: str, flavor: str, date: str, host: str, root: Path = RESULTS_DIR) -> Path:
     return Path(root) / f"{date}-{host}-{profile}-{flavor}"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from ditto_triton.benchmarks.criteria import realtime_level_checks
 from ditto_triton.benchmarks.session_stats import SessionRecord, aggregate, summarize
-from ditto_triton.client.session import CHUNK_SAMPLES
+from ditto_triton.protocol import CHUNK_SAMPLES
 
 log = logging.getLogger(__name__)
 LOCUST_MODULE = "ditto_triton.benchmarks.locust_sessions"

@@ -30,11 +30,12 @@ from typing import Any
 
 import psutil
 
-from ditto_triton.benchmarks import provenance
+from ditto_triton.benchmarks import RESULTS_DIR, provenance
 from ditto_triton.benchmarks.criteria import Check, load_thresholds
 from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_tritonserver
-from ditto_triton.benchmarks.report import RESULTS_ROOT, results_dir
+from ditto_triton.benchmarks.report import results_dir
 from ditto_triton.benchmarks.session_stats import summarize
+from ditto_triton.protocol import SAMPLE_RATE
 
 log = logging.getLogger("ditto_triton.benchmarks.soak")
 WINDOW_FRACTION = 0.2
@@ -111,13 +112,13 @@ def run_soak(url: str, server_pid: int, sessions: int, duration_s: float, audio,
     lock = threading.Lock()
     with DittoClient(url, timeout_s=120, busy_retries=0) as client:
         avatar = client.register_avatar(image, CROP)
-        run_session(client, avatar, audio[:16000], "full")  # warm the stages before measuring
+        run_session(client, avatar, audio[:SAMPLE_RATE], "full")  # warm the stages before measuring
         started = time.monotonic()
         deadline = started + duration_s
         first_done: dict[int, float] = {}
 
         def worker(index: int) -> None:
-            time.sleep(index * (audio.size / 16000) / sessions)  # staggered starts
+            time.sleep(index * (audio.size / SAMPLE_RATE) / sessions)  # staggered starts
             while time.monotonic() < deadline:
                 summary = summarize(run_session(client, avatar, audio, "realtime"))
                 with lock:
@@ -210,12 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--export", type=Path, default=Path("out/export/tiny"))
-    parser.add_argument("--results-root", type=Path, default=RESULTS_ROOT)
+    parser.add_argument("--results-root", type=Path, default=RESULTS_DIR)
     parser.add_argument("--thresholds", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from ditto_triton.export.current import ensure_export
     from ditto_triton.client import load_audio
+    from ditto_triton.export.current import ensure_export
 
     thresholds = load_thresholds(args.thresholds)
     ensure_export(args.export, "tiny", parity=False)

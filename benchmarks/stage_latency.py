@@ -15,8 +15,8 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
-from ditto_triton.manifest import read_manifest
 from ditto_triton.export.sample_inputs import sample_inputs
+from ditto_triton.manifest import read_manifest
 from ditto_triton.profiles import get_profile
 from ditto_triton.stages import STAGE_ORDER, stage_specs
 

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ditto_triton.manifest import read_manifest
 from ditto_triton.export.ort_runtime import ort_session
 from ditto_triton.export.parity import time_stage
 from ditto_triton.export.registry import STAGE_NETWORKS
 from ditto_triton.export.sample_inputs import sample_inputs
 from ditto_triton.export.weights import SYNTHETIC, load_stage
+from ditto_triton.manifest import read_manifest
 from ditto_triton.profiles import get_profile
 from ditto_triton.stages import STAGE_ORDER, stage_specs
 
@@ -57,7 +57,7 @@ def time_ort(
     for name in stages:
         session = ort_session(export_dir / manifest["stages"][name]["file"])
         inputs = sample_inputs(specs[name], batch=1, seed=seed)
-        samples = adaptive_samples(lambda: session.run(None, inputs), budget_s, max_repeats)
+        samples = adaptive_samples(lambda s=session, i=inputs: s.run(None, i), budget_s, max_repeats)
         out[name] = {"batch": 1, "ort_ms": round(statistics.median(samples), 3), "samples_ms": [round(s, 3) for s in samples]}
         del session
     return out

@@ -21,6 +21,7 @@ from ditto_triton.benchmarks.session_stats import summarize
 from ditto_triton.benchmarks.triton_session import run_session
 from ditto_triton.client import DittoClient, load_audio
 from ditto_triton.manifest import read_manifest
+from ditto_triton.protocol import SAMPLE_RATE
 
 KEYS = ("frames", "ffd_ms", "fps", "late_frames", "rtf", "error")
 
@@ -34,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     audio = load_audio(SAMPLE_AUDIO)
     if args.seconds:
-        audio = audio[: int(args.seconds * 16000)]
+        audio = audio[: int(args.seconds * SAMPLE_RATE)]
     image = SAMPLE_IMAGE.read_bytes()
     crop = {"max_size": args.max_size}
     mode = "realtime" if args.realtime else "full"
@@ -43,7 +44,7 @@ def main() -> None:
     in_process = summarize(InProcessPipeline(args.export, image, crop).run(audio, mode))
     result = {
         "profile": read_manifest(args.export)["profile"],
-        "audio_s": round(audio.size / 16000, 2),
+        "audio_s": round(audio.size / SAMPLE_RATE, 2),
         "mode": mode,
         "triton": {k: triton[k] for k in KEYS},
         "in_process": {k: in_process[k] for k in KEYS},

@@ -25,18 +25,23 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ditto_triton.benchmarks import provenance
+import numpy as np
+
+from ditto_triton.benchmarks import RESULTS_DIR, provenance
 from ditto_triton.benchmarks.batch_scaling import batch_scaling
-from ditto_triton.benchmarks.gpu_memory import GpuMemorySampler, per_extra_session
 from ditto_triton.benchmarks.criteria import load_thresholds
-from ditto_triton.export.current import ensure_export
 from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_server
-from ditto_triton.benchmarks.report import RESULTS_ROOT, results_dir, write_report
+from ditto_triton.benchmarks.gpu_memory import GpuMemorySampler, per_extra_session
+from ditto_triton.benchmarks.report import results_dir, write_report
 from ditto_triton.benchmarks.session_stats import aggregate, summarize
 from ditto_triton.benchmarks.sessions import check_loopback
+from ditto_triton.export.current import ensure_export
+from ditto_triton.limits import DEFAULT_LIMITS
+from ditto_triton.protocol import SAMPLE_RATE
 
 log = logging.getLogger("ditto_triton.benchmarks.suite")
 RENDER_STAGES = ("stitch_network", "warp_network", "decoder")
@@ -114,17 +119,51 @@ def full_profile(export_dir: Path, budget_s: float) -> dict[str, Any]:
     return {"export": str(export_dir), "stages": stages, "per_frame_ms": round(sum(stages[s]["ort_ms"] for s in RENDER_STAGES), 1)}
 
 
+@dataclass
+class SuiteRun:
+    """One run of the suite: its inputs, the server it measures and what it has measured so far."""
+
+    args: argparse.Namespace
+    export_dir: Path
+    image: bytes
+    audio: np.ndarray
+    results: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    latency_samples: dict[str, list[float]] = field(default_factory=dict)
+    url: str = ""
+    metrics_url: str | None = None
+
+
+# A part of the suite: its name (log and step_s), what it measures (None: skipped by
+# --skip-inprocess) and how the result, or its {"error": ...}, goes into the results.
+Part = tuple[str, Callable[[SuiteRun], Any] | None, Callable[[SuiteRun, Any], None]]
+SKIPPED_INPROCESS = "skipped (--skip-inprocess)"
+
+
 def run_suite(args: argparse.Namespace) -> Path:
     started = time.perf_counter()
-    thresholds = load_thresholds(args.thresholds)
-    timings: dict[str, float] = {}
-    image_path, audio_path = args.image, args.audio
-    image = image_path.read_bytes()
+    run = prepare_run(args)
+    with serving(args, run.export_dir) as (run.url, run.metrics_url):
+        run_parts(run, server_parts(args))
+    run_parts(run, in_process_parts(args))
+    run.results["step_s"] = run.timings
+    run.results["duration_s"] = round(time.perf_counter() - started, 1)
+    results = run.results
+    out_dir = args.out or results_dir(args.profile, args.flavor, results["date"], results["host"], args.results_root)
+    paths = write_report(results, out_dir, run.latency_samples)
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return out_dir
+
+
+def prepare_run(args: argparse.Namespace) -> SuiteRun:
+    """The session audio (cut to --seconds), the export and the results' provenance fields."""
     from ditto_triton.client import load_audio
 
-    audio = load_audio(audio_path)
+    thresholds = load_thresholds(args.thresholds)
+    image = args.image.read_bytes()
+    audio = load_audio(args.audio)
     if args.seconds:
-        audio = audio[: int(args.seconds * 16000)]
+        audio = audio[: int(args.seconds * SAMPLE_RATE)]
     export_dir = ensure_export(args.export_dir, args.profile)
     results: dict[str, Any] = {
         "profile": args.profile,
@@ -137,73 +176,127 @@ def run_suite(args: argparse.Namespace) -> Path:
         "git_sha": provenance.git_sha(),
         "thresholds": thresholds,
         "export": str(export_dir),
-        "session_audio_s": round(audio.size / 16000, 3),
+        "session_audio_s": round(audio.size / SAMPLE_RATE, 3),
     }
-    latency_samples: dict[str, list[float]] = {}
-    with serving(args, export_dir) as (url, metrics_url):
-        results["server"] = step("server metadata", lambda: server_metadata(url), timings)
-        if not args.skip_stages:
-            results["stages"] = step("perf_analyzer stage sweep", lambda: stage_sweep(url, args.batches, args.measurement_ms), timings)
-            from ditto_triton.benchmarks.stage_latency import sample_latencies
+    return SuiteRun(args, export_dir, image, audio, results)
 
-            got = step("stage latency samples", lambda: sample_latencies(url, export_dir, requests=args.latency_requests), timings)
-            latency_samples = got if "error" not in got else {}
-            if "error" in got:
-                results["stage_latency_error"] = got["error"]
-            results["batch_scaling"] = batch_scaling(results["stages"])
-        from ditto_triton.benchmarks.sessions import run_locust, sweep_sessions
 
-        def on_level(lv: dict[str, Any]) -> None:
-            lv["gpu_memory_mib"] = memory.take_peak()
-            log.info("%d session(s): fps min %s, FFD p95 %s ms, late %s, GPU %s MiB -> %s", lv["concurrency"],
-                     lv["fps_min"], lv["ffd_ms_p95"], lv["late_frame_ratio"], lv["gpu_memory_mib"],
-                     "real time" if lv["realtime"] else "NOT real time")  # fmt: skip
-
-        with GpuMemorySampler() as memory:
-            sweep = step(
-                "Locust session sweep",
-                lambda: sweep_sessions(
-                    url, image=image_path, audio=audio_path, thresholds=thresholds, max_concurrency=args.max_sessions,
-                    min_levels=args.min_levels, seconds=args.seconds, on_level=on_level,
-                ),
-                timings,
-            )
-        if "error" in sweep:
-            results["sessions"], results["max_realtime_sessions"] = sweep, None
+def run_parts(run: SuiteRun, parts: list[Part]) -> None:
+    for name, measure, keep in parts:
+        if measure is None:
+            keep(run, {"error": SKIPPED_INPROCESS})
         else:
-            results["sessions"], results["max_realtime_sessions"] = sweep["levels"], sweep["max_realtime_sessions"]
-            results["gpu_memory_per_session"] = per_extra_session(sweep["levels"])
+            keep(run, step(name, lambda: measure(run), run.timings))  # noqa: B023 - called at once
 
-        def ffd_full() -> dict[str, Any]:
-            run = run_locust(url, 1, image=image_path, audio=audio_path, mode="full", sessions_per_user=args.ffd_sessions,
-                             seconds=args.ffd_seconds)  # fmt: skip
-            from ditto_triton.benchmarks.session_stats import SessionRecord
 
-            return {**aggregate([summarize(SessionRecord.from_dict(r)) for r in run["records"]]), "audio_s": args.ffd_seconds}
+def server_parts(args: argparse.Namespace) -> list[Part]:
+    """What the suite measures through the server, in order."""
+    parts: list[Part] = [("server metadata", lambda run: server_metadata(run.url), keep_as("server"))]
+    if not args.skip_stages:
+        parts += [
+            ("perf_analyzer stage sweep", measure_stages, keep_as("stages")),
+            ("stage latency samples", measure_latencies, keep_latencies),
+        ]
+    parts += [
+        ("Locust session sweep", measure_sessions, keep_sessions),
+        ("first-frame delay, audio fully available", measure_ffd_full_audio, keep_as("ffd_full_audio")),
+        ("Triton vs in-process frames/s", None if args.skip_inprocess else measure_throughput, keep_as("throughput")),
+        ("orchestrator metrics", lambda run: scrape_metrics(run.metrics_url), keep_as("metrics")),
+    ]
+    return parts
 
-        results["ffd_full_audio"] = step("first-frame delay, audio fully available", ffd_full, timings)
-        through = {"error": "skipped (--skip-inprocess)"}
-        if not args.skip_inprocess:
-            through = step("Triton vs in-process frames/s", lambda: throughput(url, export_dir, image, audio, args.repeats), timings)
-        results["throughput"] = through
-        results["metrics"] = step("orchestrator metrics", lambda: scrape_metrics(metrics_url), timings)
+
+def in_process_parts(args: argparse.Namespace) -> list[Part]:
+    """What the suite measures in this process once the server is gone, in order."""
     from ditto_triton.benchmarks.stage_timing import time_ort_vs_torch
 
-    results["stage_timing"] = {"error": "skipped (--skip-inprocess)"}
-    if not args.skip_inprocess:
-        results["stage_timing"] = step("ONNX Runtime vs PyTorch", lambda: time_ort_vs_torch(export_dir), timings)
+    def ort_vs_torch(run: SuiteRun) -> dict[str, Any]:
+        return time_ort_vs_torch(run.export_dir)
+
+    def full(run: SuiteRun) -> dict[str, Any]:
+        return full_profile(run.args.full_export_dir, run.args.full_budget_s)
+
+    parts: list[Part] = [("ONNX Runtime vs PyTorch", None if args.skip_inprocess else ort_vs_torch, keep_stage_timing)]
+    if not args.skip_full:
+        parts.append(("full profile per stage", full, keep_as("full")))
+    return parts
+
+
+def keep_as(key: str) -> Callable[[SuiteRun, Any], None]:
+    def keep(run: SuiteRun, value: Any) -> None:
+        run.results[key] = value
+
+    return keep
+
+
+def measure_stages(run: SuiteRun) -> dict[str, Any]:
+    return stage_sweep(run.url, run.args.batches, run.args.measurement_ms)
+
+
+def measure_latencies(run: SuiteRun) -> dict[str, Any]:
+    from ditto_triton.benchmarks.stage_latency import sample_latencies
+
+    return sample_latencies(run.url, run.export_dir, requests=run.args.latency_requests)
+
+
+def keep_latencies(run: SuiteRun, got: dict[str, Any]) -> None:
+    """The samples go to the latency CDFs, not into results.json; batch scaling follows from the stage sweep."""
+    run.latency_samples = got if "error" not in got else {}
+    if "error" in got:
+        run.results["stage_latency_error"] = got["error"]
+    run.results["batch_scaling"] = batch_scaling(run.results["stages"])
+
+
+def measure_sessions(run: SuiteRun) -> dict[str, Any]:
+    """The Locust sweep of concurrent real-time sessions, with each level's peak GPU memory."""
+    from ditto_triton.benchmarks.sessions import sweep_sessions
+
+    def on_level(lv: dict[str, Any]) -> None:
+        lv["gpu_memory_mib"] = memory.take_peak()
+        log.info("%d session(s): fps min %s, FFD p95 %s ms, late %s, GPU %s MiB -> %s", lv["concurrency"],
+                 lv["fps_min"], lv["ffd_ms_p95"], lv["late_frame_ratio"], lv["gpu_memory_mib"],
+                 "real time" if lv["realtime"] else "NOT real time")  # fmt: skip
+
+    args = run.args
+    with GpuMemorySampler() as memory:
+        return sweep_sessions(
+            run.url, image=args.image, audio=args.audio, thresholds=run.results["thresholds"],
+            max_concurrency=args.max_sessions, min_levels=args.min_levels, seconds=args.seconds, on_level=on_level,
+        )
+
+
+def keep_sessions(run: SuiteRun, sweep: dict[str, Any]) -> None:
+    results = run.results
+    if "error" in sweep:
+        results["sessions"], results["max_realtime_sessions"] = sweep, None
+    else:
+        results["sessions"], results["max_realtime_sessions"] = sweep["levels"], sweep["max_realtime_sessions"]
+        results["gpu_memory_per_session"] = per_extra_session(sweep["levels"])
+
+
+def measure_ffd_full_audio(run: SuiteRun) -> dict[str, Any]:
+    from ditto_triton.benchmarks.session_stats import SessionRecord
+    from ditto_triton.benchmarks.sessions import run_locust
+
+    args = run.args
+    records = run_locust(run.url, 1, image=args.image, audio=args.audio, mode="full", sessions_per_user=args.ffd_sessions,
+                         seconds=args.ffd_seconds)["records"]  # fmt: skip
+    return {**aggregate([summarize(SessionRecord.from_dict(r)) for r in records]), "audio_s": args.ffd_seconds}
+
+
+def measure_throughput(run: SuiteRun) -> dict[str, Any]:
+    return throughput(run.url, run.export_dir, run.image, run.audio, run.args.repeats)
+
+
+def keep_stage_timing(run: SuiteRun, timing: dict[str, Any]) -> None:
+    """ONNX Runtime vs PyTorch per stage, and the two ratios (with Triton vs in process)."""
+    results = run.results
+    results["stage_timing"] = timing
+    through = results["throughput"]
     results["ratios"] = {
         "triton_over_inprocess": round(through["triton_fps"] / through["inprocess_fps"], 3) if "error" not in through else None,
-        "ort_over_torch": {s: t["ort_over_torch"] for s, t in results["stage_timing"].items()} if "error" not in results["stage_timing"] else {},
+        "ort_over_torch": {s: t["ort_over_torch"] for s, t in timing.items()} if "error" not in timing else {},
     }
-    if not args.skip_full:
-        results["full"] = step("full profile per stage", lambda: full_profile(args.full_export_dir, args.full_budget_s), timings)
-    results["step_s"] = timings
-    results["duration_s"] = round(time.perf_counter() - started, 1)
-    out_dir = args.out or results_dir(args.profile, args.flavor, results["date"], results["host"], args.results_root)
-    paths = write_report(results, out_dir, latency_samples)
-    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
-    return out_dir
 
 
 def server_metadata(url: str) -> dict[str, Any]:
@@ -240,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
     p.add_argument("--audio", type=Path, default=SAMPLE_AUDIO)
     p.add_argument("--seconds", type=float, default=None, help="cut the session audio (default: all of it)")
-    p.add_argument("--max-sessions", type=int, default=16, help="highest concurrency the sweep tries")
+    p.add_argument(
+        "--max-sessions", type=int, default=DEFAULT_LIMITS.max_sessions, help="highest concurrency the sweep tries"
+    )
     p.add_argument("--min-levels", type=int, default=3, help="concurrency levels measured even after one fails")
     p.add_argument("--batches", type=lambda s: tuple(int(b) for b in s.split(",")), default=(1, 2, 4, 8))
     p.add_argument("--measurement-ms", type=int, default=1000, help="perf_analyzer measurement window")
@@ -250,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2, help="Triton/in-process session pairs for the ratio")
     p.add_argument("--full-budget-s", type=float, default=8.0, help="seconds of timed calls per full stage")
     p.add_argument("--thresholds", type=Path, default=None)
-    p.add_argument("--results-root", type=Path, default=RESULTS_ROOT)
+    p.add_argument("--results-root", type=Path, default=RESULTS_DIR)
     p.add_argument("--out", type=Path, default=None, help="results directory (default: <results-root>/<date>-<host>-<profile>-<flavor>)")
     return p
 

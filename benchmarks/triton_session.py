@@ -12,7 +12,7 @@ import numpy as np
 
 from ditto_triton.benchmarks.session_stats import MODES, SessionRecord
 from ditto_triton.client import DittoClient
-from ditto_triton.client.session import CHUNK_SAMPLES, SAMPLE_RATE
+from ditto_triton.protocol import CHUNK_SAMPLES, SAMPLE_RATE
 from ditto_triton.streaming.audio import frames_for_samples
 
 

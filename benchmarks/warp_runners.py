@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from ditto_triton.benchmarks import provenance
-from ditto_triton.manifest import checkpoint_of, read_manifest
 from ditto_triton.export.sample_inputs import sample_inputs
+from ditto_triton.manifest import checkpoint_of, read_manifest
 from ditto_triton.profiles import get_profile
 from ditto_triton.stages import stage_specs
 
@@ -90,7 +90,7 @@ def measure(export_dir: Path, batches: tuple[int, ...], budget_s: float, max_rep
         rows = {}
         for batch in batches:
             inputs = {k: np.ascontiguousarray(v) for k, v in sample_inputs(spec, batch=batch, seed=batch).items()}
-            ms = _time(lambda: run(inputs), budget_s, max_repeats)
+            ms = _time(lambda r=run, i=inputs: r(i), budget_s, max_repeats)
             rows[batch] = {"ms_per_call": round(ms, 2), "ms_per_frame": round(ms / batch, 2)}
         out[name] = rows
     return out

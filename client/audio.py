@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-SAMPLE_RATE = 16000
+from ditto_triton.protocol import SAMPLE_RATE
 
 
 def to_16k_mono(samples: np.ndarray, rate: int) -> np.ndarray:

@@ -20,16 +20,25 @@ from tritonclient.utils import InferenceServerException
 
 from ditto_triton.client.audio import load_audio
 from ditto_triton.client.errors import (
-    ConnectionLostError, ServerBusyError, ServerError, ServerUnavailableError, UnknownAvatarError,
+    ConnectionLostError,
+    ServerBusyError,
+    ServerError,
+    ServerUnavailableError,
+    UnknownAvatarError,
 )
-from ditto_triton.streaming.sessions import SessionLimitError
+from ditto_triton.protocol import (
+    AVATAR_REGISTRY,
+    BUSY,
+    CHUNK_SAMPLES,
+    ORCHESTRATOR,
+    ORCHESTRATOR_INPUTS,
+    SAMPLE_RATE,
+    UNKNOWN_AVATAR,
+    tensor,
+)
 
-ORCHESTRATOR = "orchestrator"
-AVATAR_REGISTRY = "avatar_registry"
-CHUNK_SAMPLES = 3200  # 200 ms at 16 kHz
-SAMPLE_RATE = 16000
 REMEMBERED_AVATARS = 16  # avatar sources a client keeps to send with START
-UNKNOWN_AVATAR = "unknown avatar id"
+_AUDIO_INPUTS = {np.dtype(np.float32): tensor(ORCHESTRATOR_INPUTS, "audio"), np.dtype(np.int16): tensor(ORCHESTRATOR_INPUTS, "audio_int16")}
 
 
 @dataclass(frozen=True)
@@ -98,9 +107,9 @@ class ReceivedFrame:
 
 def _bytes_input(name: str, value: bytes, batched: bool) -> grpcclient.InferInput:
     shape = [1, 1] if batched else [1]
-    tensor = grpcclient.InferInput(name, shape, "BYTES")
-    tensor.set_data_from_numpy(np.array([value], dtype=object).reshape(shape))
-    return tensor
+    item = grpcclient.InferInput(name, shape, "BYTES")
+    item.set_data_from_numpy(np.array([value], dtype=object).reshape(shape))
+    return item
 
 
 def _server_message(exc: InferenceServerException) -> str:
@@ -164,15 +173,12 @@ class StreamSession:
             inputs = []
             if audio is not None and np.asarray(audio).size:
                 audio = np.asarray(audio)
-                if audio.dtype == np.int16:
-                    name, dtype = "audio_int16", "INT16"
-                elif audio.dtype == np.float32:
-                    name, dtype = "audio", "FP32"
-                else:
+                if audio.dtype not in _AUDIO_INPUTS:
                     raise ValueError(f"audio must be float32 or int16 16 kHz mono, got {audio.dtype}")
-                tensor = grpcclient.InferInput(name, [1, audio.size], dtype)
-                tensor.set_data_from_numpy(np.ascontiguousarray(audio.reshape(1, -1)))
-                inputs.append(tensor)
+                spec = _AUDIO_INPUTS[audio.dtype]
+                audio_input = grpcclient.InferInput(spec.name, [1, audio.size], spec.datatype)
+                audio_input.set_data_from_numpy(np.ascontiguousarray(audio.reshape(1, -1)))
+                inputs.append(audio_input)
             if controls:
                 inputs.append(_bytes_input("controls", json.dumps(controls).encode(), batched=True))
             if start:
@@ -257,7 +263,7 @@ class StreamSession:
             else:
                 self._finished += 1
                 self._failed = True
-                if value.startswith(SessionLimitError.PREFIX):
+                if value.startswith(BUSY):
                     raise ServerBusyError(value)
                 raise (UnknownAvatarError if UNKNOWN_AVATAR in value else ServerError)(value)
 

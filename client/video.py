@@ -9,7 +9,8 @@ import av
 import numpy as np
 from PIL import Image
 
-FPS = 25
+from ditto_triton.protocol import FPS, SAMPLE_RATE
+
 AAC_FRAME = 1024
 
 
@@ -17,7 +18,7 @@ class Mp4Writer:
     """Frames are added as they arrive; `audio` ((N,) or (N, channels) float32 in [-1, 1] at
     `rate`) is muxed in as AAC at `close`."""
 
-    def __init__(self, path: Path, audio: np.ndarray | None = None, rate: int = 16000, fps: int = FPS, crf: int = 18) -> None:
+    def __init__(self, path: Path, audio: np.ndarray | None = None, rate: int = SAMPLE_RATE, fps: int = FPS, crf: int = 18) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = fps

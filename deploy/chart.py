@@ -19,7 +19,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-CHART_DIR: Path = Path(__file__).resolve().parent / "helm" / "ditto-triton"
+from ditto_triton.deploy import ASSETS_DIR
+
+CHART_DIR: Path = ASSETS_DIR / "helm" / "ditto-triton"
 KUBERNETES_VERSION = "1.31.0"  # the schemas manifests are validated against; helm lint's kube_version
 
 ENVOY_CONFIG_KEY = "envoy.yaml"
@@ -205,34 +207,35 @@ def loopback_envoy_config(
     clusters = [c for c in out["static_resources"]["clusters"] if c["name"] == ENVOY_CLUSTER]
     if len(clusters) != 1:
         raise ValueError(f"expected one cluster {ENVOY_CLUSTER!r} in the chart's Envoy config")
-    cluster = clusters[0]
+    _make_static(clusters[0], replicas)
+    _set_health_check_interval(clusters[0], _seconds(health_check_interval))
+    return out
+
+
+def _make_static(cluster: dict[str, Any], replicas: list[tuple[int, int]]) -> None:
+    """The cluster with one loopback endpoint per (grpc_port, health_port) instead of the chart's DNS discovery."""
     # The chart's DNS discovery (the envoy.cluster.dns extension, or the older Cluster-level fields) goes.
     for dns_only in ("cluster_type", "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_failure_refresh_rate"):
         cluster.pop(dns_only, None)
     cluster["type"] = "STATIC"
-    cluster["load_assignment"] = {
-        "cluster_name": ENVOY_CLUSTER,
-        "endpoints": [
-            {
-                "lb_endpoints": [
-                    {
-                        "endpoint": {
-                            "address": {"socket_address": {"address": "127.0.0.1", "port_value": int(grpc)}},
-                            "health_check_config": {"port_value": int(health)},
-                        }
-                    }
-                    for grpc, health in replicas
-                ]
+    endpoints = [
+        {
+            "endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": int(grpc)}},
+                "health_check_config": {"port_value": int(health)},
             }
-        ],
-    }
-    interval = _seconds(health_check_interval)
+        }
+        for grpc, health in replicas
+    ]
+    cluster["load_assignment"] = {"cluster_name": ENVOY_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]}
+
+
+def _set_health_check_interval(cluster: dict[str, Any], interval: str) -> None:
     for check in cluster.get("health_checks", []):
         check["interval"] = interval
         for other in ("no_traffic_interval", "unhealthy_interval", "unhealthy_edge_interval", "healthy_edge_interval"):
             if other in check:
                 check[other] = interval
-    return out
 
 
 def dump_envoy_config(config: dict[str, Any], path: Path) -> Path:

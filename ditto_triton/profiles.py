@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ditto_triton.protocol import SAMPLE_RATE
+
 
 @dataclass(frozen=True)
 class AppearanceConfig:
@@ -109,7 +111,7 @@ class HubertConfig:
     conv_dim: int = 512
     conv_pos_kernel: int = 128
     conv_pos_groups: int = 16
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     window_samples: int = 6480
     window_frames: int = 20
 

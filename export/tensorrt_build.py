@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from ditto_triton.export import engine_plan as ep
+from ditto_triton.limits import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ditto-trt-build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--export", type=Path, required=True, help="ditto-export output directory")
     parser.add_argument("--engines", type=Path, required=True, help="plan cache directory (a volume in the container)")
-    parser.add_argument("--max-batch-size", type=int, default=8, help="largest batch of the profiles (default %(default)s)")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=DEFAULT_LIMITS.max_batch_size,
+        help="largest batch of the profiles (default %(default)s)",
+    )
     parser.add_argument("--warp-runner", choices=ep.WARP_RUNNERS, default="torch", help="default %(default)s")
     parser.add_argument("--plugin", type=Path, default=None, help=f"{ep.GRID_PLUGIN_LIBRARY} (warp runner plugin)")
     parser.add_argument("--device", type=int, default=0, help="GPU index (default %(default)s)")

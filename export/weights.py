@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from ditto_triton.export.checkpoints import CheckpointError, load_checkpoint, write_checkpoint
-from ditto_triton.manifest import sha256_file
 from ditto_triton.export.registry import StageNetwork
 from ditto_triton.export.synthetic import synthesize_
+from ditto_triton.manifest import sha256_file
 from ditto_triton.profiles import Profile
 from ditto_triton.stages import STAGE_ORDER, StageSpec
 

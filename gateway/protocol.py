@@ -13,8 +13,10 @@ import struct
 
 import numpy as np
 
+from ditto_triton.protocol import SAMPLE_RATE
+
 FRAME_HEADER = struct.Struct("<Id")
-MAX_AUDIO_MESSAGE_BYTES = 16000 * 2 * 10  # 10 s of audio in one message
+MAX_AUDIO_MESSAGE_BYTES = SAMPLE_RATE * 2 * 10  # 10 s of audio in one message
 
 
 class ProtocolError(ValueError):
@@ -37,3 +39,18 @@ def pcm_from_message(message: bytes) -> np.ndarray:
     if len(message) > MAX_AUDIO_MESSAGE_BYTES:
         raise ProtocolError(f"audio message of {len(message)} bytes; send at most {MAX_AUDIO_MESSAGE_BYTES} (10 s) at a time")
     return np.frombuffer(message, "<i2").astype(np.int16)
+
+
+def ready_event() -> dict[str, str]:
+    """The session is open: the page may send audio."""
+    return {"type": "ready"}
+
+
+def done_event(frames: int) -> dict[str, str | int]:
+    """The session finished after `frames` frames."""
+    return {"type": "done", "frames": frames}
+
+
+def error_event(message: str) -> dict[str, str]:
+    """The session failed or could not start; no event follows it."""
+    return {"type": "error", "message": message}

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ditto_triton.protocol import BadRequest
+
 ANY = -1
 
 Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Arrays], Mapping[str, np.ndarray]]
 
 
-class RequestError(ValueError):
+class RequestError(BadRequest):
     """One request's inputs are unusable; the message names the tensor and what was expected."""
 
 

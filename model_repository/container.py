@@ -15,15 +15,17 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ditto_triton.model_repository.drain import DEFAULT_DRAIN_FILE, DEFAULT_TIMEOUT_S, DRAIN_FILE_ENV
-from ditto_triton.model_repository.replica import DEFAULT_HEALTH_PORT
 from ditto_triton.export.engine_plan import GRID_PLUGIN_LIBRARY
+from ditto_triton.limits import DEFAULT_LIMITS
+from ditto_triton.model_repository.drain import DEFAULT_DRAIN_FILE, DEFAULT_TIMEOUT_S, DRAIN_FILE_ENV
 from ditto_triton.model_repository.gpu_flavors import PLUGIN_DIR, check_warp_runner
+from ditto_triton.model_repository.replica import DEFAULT_HEALTH_PORT, ProcessChild, run_supervised
 
 TRITONSERVER = "/opt/tritonserver/bin/tritonserver"
 GPU_FLAVORS = ("tensorrt", "onnxruntime", "torch")
@@ -36,8 +38,8 @@ class Settings:
     weights: str = "synthetic"  # DITTO_WEIGHTS: "synthetic" or a mounted ditto_pytorch/ directory
     cache: Path = Path("/cache")  # DITTO_CACHE: export, plans and repository (a volume)
     warp_runner: str | None = None  # DITTO_WARP_RUNNER: torch (default) or plugin/onnxruntime
-    max_batch_size: int = 8  # DITTO_MAX_BATCH_SIZE
-    max_sessions: int = 16  # DITTO_MAX_SESSIONS
+    max_batch_size: int = DEFAULT_LIMITS.max_batch_size  # DITTO_MAX_BATCH_SIZE
+    max_sessions: int = DEFAULT_LIMITS.max_sessions  # DITTO_MAX_SESSIONS
     cuda_graphs: bool = False  # DITTO_CUDA_GRAPHS (torch runner)
     model_repository: str | None = None  # DITTO_MODEL_REPOSITORY: serve this rendered repository as is
     health_port: int = DEFAULT_HEALTH_PORT  # DITTO_HEALTH_PORT: GET /ready (503 while draining), /live
@@ -143,8 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         print("+ " + shlex.join(command), flush=True)
     if args.dry_run:
         return 0
-    import subprocess
-
     for command in plan[:-1]:
         code = subprocess.run(command, check=False).returncode
         if code != 0:
@@ -154,25 +154,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve_supervised(command: list[str], settings: Settings) -> int:
-    """Run tritonserver as a child (its own session: a terminal's Ctrl-C reaches only us) and
-    supervise it: health port, drain on SIGTERM, then stop it."""
-    import subprocess
+    """Run tritonserver as a child (its own session: a terminal's Ctrl-C reaches only us) under
+    the replica supervisor: health port, drain on SIGTERM, then stop it."""
 
-    from ditto_triton.model_repository.drain import clear_drain
-    from ditto_triton.model_repository.replica import HealthServer, ProcessChild, supervise
+    def start(drain_env: dict[str, str]) -> ProcessChild:
+        return ProcessChild(subprocess.Popen(command, env={**os.environ, **drain_env}, start_new_session=True))
 
-    clear_drain(settings.drain_file)
-    env = {**os.environ, DRAIN_FILE_ENV: str(settings.drain_file)}
-    child = ProcessChild(subprocess.Popen(command, env=env, start_new_session=True))
-    health = HealthServer("0.0.0.0", settings.health_port, "127.0.0.1:8000", settings.drain_file).start()
-    try:
-        return supervise(
-            child, metrics_url="http://127.0.0.1:8002/metrics", drain_path=settings.drain_file,
-            drain_timeout_s=settings.drain_timeout_s, log=lambda line: print(line, flush=True),
-        )
-    finally:
-        health.close()
-        child.stop()
+    return run_supervised(
+        start, drain_path=settings.drain_file, drain_timeout_s=settings.drain_timeout_s,
+        health_host="0.0.0.0", health_port=settings.health_port,
+    )
 
 
 if __name__ == "__main__":

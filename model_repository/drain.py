@@ -20,13 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ditto_triton.model_repository.prometheus import MetricsError, scrape, value
+from ditto_triton.protocol import DRAINING, METRIC_ACTIVE_SESSIONS
 
 DRAIN_FILE_ENV = "DITTO_DRAIN_FILE"
 DEFAULT_DRAIN_FILE = Path("/tmp/ditto-draining")
 DEFAULT_METRICS_URL = "http://127.0.0.1:8002/metrics"
 DEFAULT_TIMEOUT_S = 300.0
-ACTIVE_SESSIONS = "ditto_active_sessions"
-DRAINING_MESSAGE = "this replica is draining (shutting down)"
+DRAINING_MESSAGE = DRAINING
 
 
 def drain_file(env: dict[str, str] | os._Environ = os.environ) -> Path:
@@ -50,7 +50,7 @@ def clear_drain(path: Path) -> None:
 
 def active_sessions(metrics_url: str) -> int:
     """Live sessions of this replica's orchestrator, from Triton's metrics endpoint."""
-    return int(value(scrape(metrics_url, timeout_s=2.0), ACTIVE_SESSIONS))
+    return int(value(scrape(metrics_url, timeout_s=2.0), METRIC_ACTIVE_SESSIONS))
 
 
 def wait_for_sessions(

@@ -3,7 +3,7 @@ orchestrator (see `model_repository/backends/metrics.py`) and Triton's own `nv_*
 
     samples = scrape(server.metrics_url)
     samples['ditto_frames_sent_total{model="orchestrator",version="1"}']      # 25.0
-    value(samples, "ditto_sessions_total", outcome="completed")              # summed over other labels
+    value(samples, METRIC_SESSIONS, outcome="completed")              # summed over other labels
     first_frame_delay(samples)                                               # {"count": 1.0, "sum_s": 0.25, "mean_s": 0.25}
 
 A small parser for the text exposition format (version 0.0.4) covers what Triton writes: `# HELP` /
@@ -17,6 +17,14 @@ import math
 import re
 import urllib.error
 import urllib.request
+
+from ditto_triton.protocol import (
+    METRIC_ACTIVE_SESSIONS,
+    METRIC_FIRST_FRAME_DELAY,
+    METRIC_FRAMES_SENT,
+    METRIC_LATE_FRAMES,
+    METRIC_SESSIONS,
+)
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(?:\s+-?\d+)?\s*$")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
@@ -111,8 +119,8 @@ def has(samples: dict[str, float], name: str) -> bool:
 
 def first_frame_delay(samples: dict[str, float], **labels: str) -> dict[str, float | None]:
     """The orchestrator's first-frame-delay histogram: count, sum and mean (seconds)."""
-    count = value(samples, "ditto_first_frame_delay_seconds_count", **labels)
-    total = value(samples, "ditto_first_frame_delay_seconds_sum", **labels)
+    count = value(samples, f"{METRIC_FIRST_FRAME_DELAY}_count", **labels)
+    total = value(samples, f"{METRIC_FIRST_FRAME_DELAY}_sum", **labels)
     return {"count": count, "sum_s": total, "mean_s": total / count if count else None}
 
 
@@ -122,13 +130,13 @@ def session_metrics(samples: dict[str, float], **labels: str) -> dict[str, objec
     sessions: dict[str, float] = {}
     for key, sample in samples.items():
         name, key_labels = split_series(key)
-        if name == "ditto_sessions_total" and all(key_labels.get(k) == v for k, v in labels.items()):
+        if name == METRIC_SESSIONS and all(key_labels.get(k) == v for k, v in labels.items()):
             outcome = key_labels.get("outcome", "")
             sessions[outcome] = sessions.get(outcome, 0.0) + sample
     return {
-        "active_sessions": value(samples, "ditto_active_sessions", **labels),
-        "frames_sent": value(samples, "ditto_frames_sent_total", **labels),
-        "late_frames": value(samples, "ditto_late_frames_total", **labels),
+        "active_sessions": value(samples, METRIC_ACTIVE_SESSIONS, **labels),
+        "frames_sent": value(samples, METRIC_FRAMES_SENT, **labels),
+        "late_frames": value(samples, METRIC_LATE_FRAMES, **labels),
         "first_frame_delay": first_frame_delay(samples, **labels),
         "sessions": sessions,
     }

@@ -30,13 +30,14 @@ from typing import Any
 
 from ditto_triton.ensembles import ENSEMBLES
 from ditto_triton.export import engine_plan as ep
+from ditto_triton.limits import DEFAULT_LIMITS
 from ditto_triton.manifest import checkpoint_of, read_manifest
 from ditto_triton.model_repository import gpu_flavors, pbtxt
 from ditto_triton.model_repository.ensemble_configs import chain_config
 from ditto_triton.model_repository.service_configs import avatar_registry_config, orchestrator_config
 from ditto_triton.model_repository.stage_runtime import StageParameters
 from ditto_triton.model_repository.torch_parameters import TorchParameters
-from ditto_triton.profiles import get_profile
+from ditto_triton.profiles import Profile, get_profile
 from ditto_triton.stages import StageSpec, stage_specs
 
 log = logging.getLogger(__name__)
@@ -143,15 +144,7 @@ def stage_config(
         pbtxt.set_parameters(config, params.as_config())
     elif runner == "torch":
         config.backend = "python"
-        on_gpu = kind == pbtxt.KIND_GPU
-        torch_params = TorchParameters(
-            profile=profile,
-            checkpoint_file=_ARTIFACT[runner],
-            device="cuda" if on_gpu else "cpu",
-            precision=ep.precision(spec.name) if on_gpu else "fp32",
-            cuda_graphs=cuda_graphs and on_gpu and batched,
-        )
-        pbtxt.set_parameters(config, torch_params.as_config())
+        pbtxt.set_parameters(config, _torch_parameters(spec, kind, profile, cuda_graphs).as_config())
     elif runner == "onnxruntime":
         config.platform = "onnxruntime_onnx"
     else:
@@ -161,6 +154,18 @@ def stage_config(
             trt_params["required_plugin"] = ep.GRID_PLUGIN
         pbtxt.set_parameters(config, trt_params)
     return config
+
+
+def _torch_parameters(spec: StageSpec, kind: int, profile: str, cuda_graphs: bool) -> TorchParameters:
+    """On GPU: Ditto's precision for the stage, CUDA graphs if asked (batched stages only); on CPU fp32."""
+    on_gpu = kind == pbtxt.KIND_GPU
+    return TorchParameters(
+        profile=profile,
+        checkpoint_file=_ARTIFACT["torch"],
+        device="cuda" if on_gpu else "cpu",
+        precision=ep.precision(spec.name) if on_gpu else "fp32",
+        cuda_graphs=cuda_graphs and on_gpu and spec.batch_dynamic,
+    )
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -210,10 +215,10 @@ def render_repository(
     *,
     instance_kind: str | None = None,
     include_services: bool = True,
-    max_batch_size: int = 8,
+    max_batch_size: int = DEFAULT_LIMITS.max_batch_size,
     ort_threads: int | None = None,
-    max_sessions: int = 16,
-    idle_timeout_s: float = 60.0,
+    max_sessions: int = DEFAULT_LIMITS.max_sessions,
+    idle_timeout_s: float = DEFAULT_LIMITS.idle_timeout_s,
     warp_runner: str | None = None,
     engines_dir: Path | None = None,
     cuda_graphs: bool = False,
@@ -237,68 +242,100 @@ def render_repository(
     manifest = read_manifest(export_dir)
     profile = get_profile(manifest["profile"])
     specs = stage_specs(profile)
+    runners = stage_runners(flavor, manifest, kind, warp_runner)
+    artifacts = _stage_artifacts(export_dir, manifest, specs, runners)
+    builds, plans = _plans(flavor, export_dir, engines_dir, max_batch_size, warp_runner)
+    artifacts.update(plans)
+    _prepare_out_dir(out_dir)
+    for name, spec in specs.items():
+        config = stage_config(
+            spec, flavor, kind=kind, max_batch_size=max_batch_size, ort_threads=ort_threads, runner=runners[name],
+            profile=profile.name, cuda_graphs=cuda_graphs, queue_delay_us=queue_delay_us,
+        )
+        _write_stage_model(out_dir, config, runners[name], artifacts.get(name), builds.get(name))
+    ensembles = _write_ensemble_models(out_dir, specs, max_batch_size)
+    services = []
+    if include_services:
+        services = _write_service_models(out_dir, profile, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s)
+    _write_marker(
+        out_dir, flavor=flavor, profile=profile.name, export_dir=str(export_dir.resolve()), stages=list(specs),
+        runners=runners, warp_runner=warp_runner, plans=str(Path(engines_dir).resolve()) if engines_dir is not None else None,
+        ensembles=ensembles, services=services,
+    )
+    log.info("rendered %s repository (%s profile) in %s", flavor, profile.name, out_dir)
+    return out_dir
+
+
+def _stage_artifacts(
+    export_dir: Path, manifest: Mapping[str, Any], specs: Mapping[str, StageSpec], runners: Mapping[str, str]
+) -> dict[str, Path]:
+    """{stage: file} the export provides: its ONNX file (ort, onnxruntime) or checkpoint (torch).
+    Every stage's manifest entry is checked against its spec first."""
     sources = {
         name: _check_manifest_stage(name, manifest["stages"].get(name), spec, export_dir)
         for name, spec in specs.items()
     }
-    runners = stage_runners(flavor, manifest, kind, warp_runner)
     artifacts = {name: sources[name] for name, runner in runners.items() if runner in ("ort", "onnxruntime")}
     artifacts.update(
         {name: checkpoint_of(manifest["stages"][name], export_dir) for name, runner in runners.items() if runner == "torch"}
     )
-    builds: dict[str, ep.EngineBuild] = {}
+    return artifacts
+
+
+def _plans(
+    flavor: str, export_dir: Path, engines_dir: Path | None, max_batch_size: int, warp_runner: str | None
+) -> tuple[dict[str, ep.EngineBuild], dict[str, Path]]:
+    """({stage: how ditto-trt-build makes its plan} for the tensorrt flavor, {stage: plan} already
+    built in `engines_dir`)."""
+    builds, engines = {}, {}
     if flavor == "tensorrt":
         builds = {b.stage: b for b in ep.plan_builds(export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner)}
     if engines_dir is not None:
-        artifacts.update(ep.read_engines(engines_dir, export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner))
-    _prepare_out_dir(out_dir)
+        engines = ep.read_engines(engines_dir, export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner)
+    return builds, engines
 
-    for name, spec in specs.items():
-        runner = runners[name]
-        config = stage_config(
-            spec, flavor, kind=kind, max_batch_size=max_batch_size, ort_threads=ort_threads, runner=runner,
-            profile=profile.name, cuda_graphs=cuda_graphs, queue_delay_us=queue_delay_us,
-        )
-        model_dir = out_dir / name
-        version_dir = model_dir / VERSION
-        version_dir.mkdir(parents=True)
-        pbtxt.write_config(config, model_dir)
-        if name in artifacts:
-            _link_or_copy(artifacts[name], version_dir / _ARTIFACT[runner])
-        else:
-            (version_dir / "README.txt").write_text(gpu_flavors.plan_readme(builds[name]))
-        if runner in ("ort", "torch"):
-            (version_dir / "model.py").write_text(_shim(f"{BACKENDS_PACKAGE}.stage", f"{runner} stage {name}"))
 
-    ensembles = [chain_config(chain, specs, max_batch_size) for chain in ENSEMBLES]
-    for config in ensembles:
+def _write_stage_model(
+    out_dir: Path, config: pbtxt.ModelConfig, runner: str, artifact: Path | None, build: ep.EngineBuild | None
+) -> None:
+    """One stage's config and `1/`: its artifact, or a README.txt saying how to build its plan
+    (`build`), and for the python runners the model.py shim."""
+    model_dir = out_dir / config.name
+    version_dir = model_dir / VERSION
+    version_dir.mkdir(parents=True)
+    pbtxt.write_config(config, model_dir)
+    if artifact is not None:
+        _link_or_copy(artifact, version_dir / _ARTIFACT[runner])
+    else:
+        (version_dir / "README.txt").write_text(gpu_flavors.plan_readme(build))
+    if runner in ("ort", "torch"):
+        (version_dir / "model.py").write_text(_shim(f"{BACKENDS_PACKAGE}.stage", f"{runner} stage {config.name}"))
+
+
+def _write_ensemble_models(out_dir: Path, specs: Mapping[str, StageSpec], max_batch_size: int) -> list[str]:
+    """The declared ensembles (`ditto_triton.ensembles`), each with an empty `1/`; returns their names."""
+    configs = [chain_config(chain, specs, max_batch_size) for chain in ENSEMBLES]
+    for config in configs:
         pbtxt.write_config(config, out_dir / config.name)
         (out_dir / config.name / VERSION).mkdir()
+    return [c.name for c in configs]
 
-    services = []
-    if include_services:
-        services = [
-            avatar_registry_config(profile),
-            orchestrator_config(profile, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s),
-        ]
-        for config in services:
-            version_dir = out_dir / config.name / VERSION
-            version_dir.mkdir(parents=True)
-            pbtxt.write_config(config, out_dir / config.name)
-            module = f"{BACKENDS_PACKAGE}.{config.name}"
-            (version_dir / "model.py").write_text(_shim(module, f"service model {config.name}"))
 
-    marker = {
-        "flavor": flavor,
-        "profile": profile.name,
-        "export_dir": str(export_dir.resolve()),
-        "stages": list(specs),
-        "runners": runners,
-        "warp_runner": warp_runner,
-        "plans": str(Path(engines_dir).resolve()) if engines_dir is not None else None,
-        "ensembles": [c.name for c in ensembles],
-        "services": [c.name for c in services],
-    }
+def _write_service_models(out_dir: Path, profile: Profile, *, max_sessions: int, idle_timeout_s: float) -> list[str]:
+    """The python service models, avatar_registry and orchestrator; returns their names."""
+    configs = [
+        avatar_registry_config(profile),
+        orchestrator_config(profile, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s),
+    ]
+    for config in configs:
+        version_dir = out_dir / config.name / VERSION
+        version_dir.mkdir(parents=True)
+        pbtxt.write_config(config, out_dir / config.name)
+        module = f"{BACKENDS_PACKAGE}.{config.name}"
+        (version_dir / "model.py").write_text(_shim(module, f"service model {config.name}"))
+    return [c.name for c in configs]
+
+
+def _write_marker(out_dir: Path, **marker: object) -> None:
+    """The marker that says ditto-serve rendered `out_dir` (so a later render may replace it) and from what."""
     (out_dir / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    log.info("rendered %s repository (%s profile) in %s", flavor, profile.name, out_dir)
-    return out_dir

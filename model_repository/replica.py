@@ -8,6 +8,7 @@ timeout), and only then stops tritonserver. A second signal skips the rest of th
 
 Its health port answers `GET /ready` (200 when Triton is ready and the replica is not draining,
 else 503: the readiness probe and Envoy's health check) and `GET /live` (Triton's liveness).
+`run_supervised` is the whole sequence, shared by `ditto-serve` and `ditto-container`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from ditto_triton.model_repository.drain import active_sessions, is_draining, start_drain, wait_for_sessions
+from ditto_triton.model_repository.drain import (
+    DRAIN_FILE_ENV,
+    active_sessions,
+    clear_drain,
+    is_draining,
+    start_drain,
+    wait_for_sessions,
+)
 from ditto_triton.model_repository.server import triton_health
 
 DEFAULT_HEALTH_PORT = 8003
@@ -32,11 +40,29 @@ class Child(Protocol):
     def stop(self, grace_s: float = ...) -> int | None: ...
 
 
-class ProcessChild:
-    """A started tritonserver process (NVIDIA's container): SIGTERM, then SIGKILL after the grace."""
+class ServedChild(Child, Protocol):
+    """A started tritonserver and where it answers (`TritonServer`, `ProcessChild`)."""
 
-    def __init__(self, process: subprocess.Popen) -> None:
+    @property
+    def http_url(self) -> str: ...
+
+    @property
+    def metrics_url(self) -> str: ...
+
+
+class ProcessChild:
+    """A started tritonserver process (NVIDIA's container): SIGTERM, then SIGKILL after the grace.
+    Its URLs are Triton's default ports on loopback."""
+
+    def __init__(
+        self,
+        process: subprocess.Popen,
+        http_url: str = "127.0.0.1:8000",
+        metrics_url: str = "http://127.0.0.1:8002/metrics",
+    ) -> None:
         self.process = process
+        self.http_url = http_url
+        self.metrics_url = metrics_url
 
     def is_running(self) -> bool:
         return self.process.poll() is None
@@ -146,3 +172,43 @@ def supervise(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_supervised(
+    start: Callable[[dict[str, str]], ServedChild],
+    *,
+    drain_path: Path,
+    drain_timeout_s: float,
+    health_host: str = "127.0.0.1",
+    health_port: int | None = None,
+    on_ready: Callable[[ServedChild, HealthServer | None], None] | None = None,
+    on_exit: Callable[[ServedChild], None] | None = None,
+) -> int:
+    """Clear a stale drain mark, start tritonserver, open the health port, supervise, stop.
+
+    `start` gets the environment entry that points the replica's processes at `drain_path` and
+    returns the started server. `health_port` None: no health port (0: a free one). `on_ready` runs
+    once the health port is open; `on_exit` after `supervise` returns, before the server is stopped
+    (a server that died on its own is still there to read). Returns `supervise`'s exit code."""
+    clear_drain(drain_path)
+    child = start({DRAIN_FILE_ENV: str(drain_path)})
+    health = None
+    try:
+        if health_port is not None:
+            health = HealthServer(health_host, health_port, child.http_url, drain_path).start()
+        if on_ready is not None:
+            on_ready(child, health)
+        code = supervise(
+            child, metrics_url=child.metrics_url, drain_path=drain_path, drain_timeout_s=drain_timeout_s, log=_print_line
+        )
+        if on_exit is not None:
+            on_exit(child)
+        return code
+    finally:
+        if health is not None:
+            health.close()
+        child.stop()

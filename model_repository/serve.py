@@ -20,13 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ditto_triton.model_repository.drain import DEFAULT_TIMEOUT_S, DRAIN_FILE_ENV, clear_drain
-from ditto_triton.model_repository.replica import HealthServer, supervise
-
-from ditto_triton.manifest import stale_reason
-from ditto_triton.manifest import MANIFEST_NAME, read_manifest
+from ditto_triton.limits import DEFAULT_LIMITS
+from ditto_triton.manifest import MANIFEST_NAME, read_manifest, stale_reason
 from ditto_triton.model_repository import gpu_flavors
+from ditto_triton.model_repository.drain import DEFAULT_TIMEOUT_S
 from ditto_triton.model_repository.render import FLAVORS, render_repository
+from ditto_triton.model_repository.replica import HealthServer, run_supervised
 from ditto_triton.model_repository.server import TritonServer, TritonServerError
 from ditto_triton.model_repository.validate import validate_repository
 
@@ -46,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, default=8002, help="0 picks a free port (default %(default)s)")
     parser.add_argument("--render-only", action="store_true", help="render and validate, do not start a server")
     parser.add_argument("--instance-kind", choices=("cpu", "gpu"), default=None, help="default: per flavor")
-    parser.add_argument("--max-batch-size", type=int, default=8, help="per-frame stages and LMDM (default %(default)s)")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=DEFAULT_LIMITS.max_batch_size,
+        help="per-frame stages and LMDM (default %(default)s)",
+    )
     parser.add_argument("--no-services", action="store_true", help="stages and ensembles only, no orchestrator")
     parser.add_argument(
         "--warp-runner", choices=("torch", "plugin", "onnxruntime"), default=None,
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
     parser.add_argument(
-        "--max-sessions", type=int, default=16, help="live sessions the orchestrator admits (default %(default)s)"
+        "--max-sessions", type=int, default=DEFAULT_LIMITS.max_sessions,
+        help="live sessions the orchestrator admits (default %(default)s)",
     )
     parser.add_argument(
         "--health-port", type=int, default=None,
@@ -77,22 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not (args.export / MANIFEST_NAME).is_file():
+def export_profile(export: Path) -> str | None:
+    """The profile of a current export in `export`; None (and why, on stderr) when there is none."""
+    if not (export / MANIFEST_NAME).is_file():
         print(
-            f"ditto-serve: no {MANIFEST_NAME} in {args.export}; export the networks first, e.g.\n"
-            f"  ditto-export --profile tiny --weights synthetic --out {args.export}",
+            f"ditto-serve: no {MANIFEST_NAME} in {export}; export the networks first, e.g.\n"
+            f"  ditto-export --profile tiny --weights synthetic --out {export}",
             file=sys.stderr,
         )
-        return 2
-    profile = read_manifest(args.export)["profile"]
-    reason = stale_reason(args.export, profile)
+        return None
+    profile = read_manifest(export)["profile"]
+    reason = stale_reason(export, profile)
     if reason is not None:
-        print(f"ditto-serve: {reason}; export it again (ditto-export --profile {profile} ... --out {args.export})", file=sys.stderr)
-        return 2
-    repo = args.repo or Path("out/model_repository") / f"{profile}-{args.flavor}"
+        print(f"ditto-serve: {reason}; export it again (ditto-export --profile {profile} ... --out {export})", file=sys.stderr)
+        return None
+    return profile
+
+
+def render_and_validate(args: argparse.Namespace, repo: Path) -> bool:
+    """Render the repository the flags ask for into `repo` and validate it; False (and why) if either fails."""
     try:
         render_repository(
             args.export,
@@ -110,61 +116,81 @@ def main(argv: list[str] | None = None) -> int:
         validate_repository(repo, args.export)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"ditto-serve: {err}", file=sys.stderr)
-        return 2
-    print(f"model repository ({profile}, {args.flavor}): {repo}")
+        return False
+    return True
 
-    if args.flavor in ("onnxruntime", "tensorrt"):
-        print(f"the {args.flavor} backend runs only in NVIDIA's Triton container (deploy/); serve the repository with:")
-        print("  " + gpu_flavors.docker_run_command(repo, host=args.host, plugin=args.warp_runner == "plugin"))
-        if args.flavor == "tensorrt" and args.engines is None:
-            print("first build every stage's model.plan on the serving GPU (see <stage>/1/README.txt)")
-        if not args.no_services:
-            print(
-                "the python service models (avatar_registry, orchestrator) need this package (Python 3.11) in the "
-                "container's python backend environment"
-            )
-        return 0
-    if args.render_only:
-        return 0
+
+def print_container_command(args: argparse.Namespace, repo: Path) -> None:
+    """The onnxruntime and tensorrt backends run only in NVIDIA's container: how to serve `repo` there."""
+    print(f"the {args.flavor} backend runs only in NVIDIA's Triton container (deploy/); serve the repository with:")
+    print("  " + gpu_flavors.docker_run_command(repo, host=args.host, plugin=args.warp_runner == "plugin"))
+    if args.flavor == "tensorrt" and args.engines is None:
+        print("first build every stage's model.plan on the serving GPU (see <stage>/1/README.txt)")
+    if not args.no_services:
+        print(
+            "the python service models (avatar_registry, orchestrator) need this package (Python 3.11) in the "
+            "container's python backend environment"
+        )
+
+
+def serve(args: argparse.Namespace, repo: Path) -> int:
+    """The pip tritonserver on `repo` under the replica supervisor, until Ctrl-C/SIGTERM has drained it."""
+
+    def start(drain_env: dict[str, str]) -> TritonServer:
+        server = TritonServer(
+            repo,
+            env=drain_env,
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            log_verbose=args.log_verbose,
+            extra_args=args.tritonserver_args,
+        )
+        return server.start()
 
     drain_path = args.drain_file or Path(tempfile.mkdtemp(prefix="ditto-serve-")) / "draining"
-    clear_drain(drain_path)
-    server = TritonServer(
-        repo,
-        env={DRAIN_FILE_ENV: str(drain_path)},
-        host=args.host,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        log_verbose=args.log_verbose,
-        extra_args=args.tritonserver_args,
-    )
     try:
-        server.start()
+        return run_supervised(
+            start, drain_path=drain_path, drain_timeout_s=args.drain_timeout_s, health_host=args.host,
+            health_port=args.health_port, on_ready=print_ready, on_exit=print_log_if_died,
+        )
     except TritonServerError as err:
         print(f"ditto-serve: {err}", file=sys.stderr)
         return 1
-    health = None
-    try:
-        print(f"tritonserver ready (pid {server.pid}); log: {server.log_path}")
-        print(f"  gRPC     {server.grpc_url}")
-        print(f"  HTTP     http://{server.http_url}")
-        print(f"  metrics  {server.metrics_url}")
-        if args.health_port is not None:
-            health = HealthServer(args.host, args.health_port, server.http_url, drain_path).start()
-            print(f"  health   http://{server.http_url.rsplit(':', 1)[0]}:{health.port}/ready")
-        print("Ctrl-C drains the sessions and stops it (twice: stops at once).", flush=True)
-        code = supervise(
-            server, metrics_url=server.metrics_url, drain_path=drain_path, drain_timeout_s=args.drain_timeout_s,
-            log=lambda line: print(line, flush=True),
-        )
-        if server.pid is not None and not server.is_running():  # it died on its own (supervise did not stop it)
-            print(f"ditto-serve: log tail:\n{server.log_tail()}", file=sys.stderr)
-        return code
-    finally:
-        if health is not None:
-            health.close()
-        server.stop()
+
+
+def print_ready(server: TritonServer, health: HealthServer | None) -> None:
+    print(f"tritonserver ready (pid {server.pid}); log: {server.log_path}")
+    print(f"  gRPC     {server.grpc_url}")
+    print(f"  HTTP     http://{server.http_url}")
+    print(f"  metrics  {server.metrics_url}")
+    if health is not None:
+        print(f"  health   http://{server.http_url.rsplit(':', 1)[0]}:{health.port}/ready")
+    print("Ctrl-C drains the sessions and stops it (twice: stops at once).", flush=True)
+
+
+def print_log_if_died(server: TritonServer) -> None:
+    if server.pid is not None and not server.is_running():  # it died on its own (supervise did not stop it)
+        print(f"ditto-serve: log tail:\n{server.log_tail()}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    profile = export_profile(args.export)
+    if profile is None:
+        return 2
+    repo = args.repo or Path("out/model_repository") / f"{profile}-{args.flavor}"
+    if not render_and_validate(args, repo):
+        return 2
+    print(f"model repository ({profile}, {args.flavor}): {repo}")
+    if args.flavor in ("onnxruntime", "tensorrt"):
+        print_container_command(args, repo)
+        return 0
+    if args.render_only:
+        return 0
+    return serve(args, repo)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,37 @@
 """Configs of the two service models (python backend): `avatar_registry` and `orchestrator`.
 
-These are contracts between the repository and the backends that implement them
-(`backends/avatar_registry.py`, `backends/orchestrator.py`): names, dtypes and dims here are what
-those `model.py` files read and write.
+Generated from the wire contract (`ditto_triton.protocol`: names, dtypes, dims) and the server
+limits (`ditto_triton.limits`); the backends that implement them (`backends/avatar_registry.py`,
+`backends/orchestrator.py`) read the same declarations.
 """
 
 from __future__ import annotations
 
 import math
 
+from ditto_triton.limits import DEFAULT_LIMITS, ServerLimits
 from ditto_triton.model_repository import pbtxt
 from ditto_triton.model_repository.pbtxt import mc
 from ditto_triton.profiles import Profile
+from ditto_triton.protocol import (
+    AVATAR_REGISTRY,
+    AVATAR_REGISTRY_INPUTS,
+    AVATAR_REGISTRY_OUTPUTS,
+    ORCHESTRATOR,
+    ORCHESTRATOR_CONTROLS,
+    ORCHESTRATOR_INPUTS,
+    ORCHESTRATOR_OUTPUTS,
+    PER_PROFILE,
+    Tensor,
+)
 from ditto_triton.stages import stage_specs
 
-AVATAR_REGISTRY = "avatar_registry"
-ORCHESTRATOR = "orchestrator"
 SERVICE_MODELS = (AVATAR_REGISTRY, ORCHESTRATOR)
 
-_STR, _U8, _I16, _I32, _I64, _F32, _F64 = (
-    mc.TYPE_STRING, mc.TYPE_UINT8, mc.TYPE_INT16, mc.TYPE_INT32, mc.TYPE_INT64, mc.TYPE_FP32, mc.TYPE_FP64,
-)
+_TYPES = {
+    "BYTES": mc.TYPE_STRING, "UINT8": mc.TYPE_UINT8, "INT16": mc.TYPE_INT16, "INT32": mc.TYPE_INT32,
+    "INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32, "FP64": mc.TYPE_FP64,
+}
 
 
 def motion_info_size(profile: Profile) -> int:
@@ -30,103 +41,96 @@ def motion_info_size(profile: Profile) -> int:
     return sum(math.prod(t.shape[1:]) for t in motion.outputs)
 
 
-def avatar_registry_config(profile: Profile) -> pbtxt.ModelConfig:
-    """Register a source photo or video once (crop, f_s, motion, eyes); look a registered avatar up by id.
+def _profile_dims(profile: Profile) -> dict[str, list[int]]:
+    """What the profile puts where the protocol's dims say PER_PROFILE."""
+    return {
+        "f_s": list(profile.appearance.feature_shape),
+        "motion_info": [motion_info_size(profile)],
+        "eye_open": [profile.lmdm.EYE_OPEN_DIM],
+        "eye_ball": [profile.lmdm.EYE_BALL_DIM],
+    }
 
-    Inputs (all optional, [1] each, no batching): `image` encoded image bytes or `video` encoded
-    video bytes, `avatar_id`, `options` (JSON). Outputs, one row per source frame (n = 1 for a
-    photo): `avatar_id`, `source_rgb` n×H×W×3 uint8, `crop_to_source` n×3×3 affine, `f_s`
-    n×C×D×H×W, `motion_info` n×328, `eye_open` n×2, `eye_ball` n×6.
-    """
-    config = pbtxt.ModelConfig(name=AVATAR_REGISTRY, backend="python", max_batch_size=0)
+
+def _dims(tensor: Tensor, per_profile: dict[str, list[int]]) -> list[int]:
+    if PER_PROFILE not in tensor.dims:
+        return list(tensor.dims)
+    return [d for d in tensor.dims if d is not PER_PROFILE] + per_profile[tensor.name]
+
+
+def _add_tensors(config: pbtxt.ModelConfig, inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...], profile: Profile) -> None:
+    per_profile = _profile_dims(profile)
     config.input.extend(
-        pbtxt.tensor_input(name, _STR, [1], optional=True) for name in ("image", "video", "avatar_id", "options")
+        pbtxt.tensor_input(t.name, _TYPES[t.datatype], _dims(t, per_profile), optional=t.optional) for t in inputs
     )
-    config.output.extend(
-        [
-            pbtxt.tensor_output("avatar_id", _STR, [1]),
-            pbtxt.tensor_output("source_rgb", _U8, [-1, -1, -1, 3]),
-            pbtxt.tensor_output("crop_to_source", _F32, [-1, 3, 3]),
-            pbtxt.tensor_output("f_s", _F32, [-1, *profile.appearance.feature_shape]),
-            pbtxt.tensor_output("motion_info", _F32, [-1, motion_info_size(profile)]),
-            pbtxt.tensor_output("eye_open", _F32, [-1, profile.lmdm.EYE_OPEN_DIM]),
-            pbtxt.tensor_output("eye_ball", _F32, [-1, profile.lmdm.EYE_BALL_DIM]),
-        ]
+    config.output.extend(pbtxt.tensor_output(t.name, _TYPES[t.datatype], _dims(t, per_profile)) for t in outputs)
+
+
+def avatar_registry_config(profile: Profile, limits: ServerLimits = DEFAULT_LIMITS) -> pbtxt.ModelConfig:
+    """Register a source photo or video once (crop, f_s, motion, eyes); look a registered avatar up by id.
+    Tensors: `protocol.AVATAR_REGISTRY_INPUTS` / `_OUTPUTS` (no batching)."""
+    config = pbtxt.ModelConfig(name=AVATAR_REGISTRY, backend="python", max_batch_size=0)
+    _add_tensors(config, AVATAR_REGISTRY_INPUTS, AVATAR_REGISTRY_OUTPUTS, profile)
+    pbtxt.set_parameters(
+        config,
+        {"profile": profile.name, "cache_size": str(limits.avatar_cache_size), "cache_max_mb": str(limits.avatar_cache_max_mb)},
     )
-    pbtxt.set_parameters(config, {"profile": profile.name, "cache_size": "64", "cache_max_mb": "4096"})
     config.instance_group.append(pbtxt.instance_group(pbtxt.KIND_CPU, 1))
     return config
 
 
-def _control(name: str, kind: int, **fields: object) -> mc.ModelSequenceBatching.ControlInput:
-    control = mc.ModelSequenceBatching.Control(kind=kind, **fields)
+_CONTROL_KINDS = {
+    "START": dict(kind=mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START, bool_false_true=[False, True]),
+    "END": dict(kind=mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END, bool_false_true=[False, True]),
+    "CORRID": dict(kind=mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID, data_type=mc.TYPE_UINT64),
+}
+
+
+def _control(name: str) -> mc.ModelSequenceBatching.ControlInput:
+    control = mc.ModelSequenceBatching.Control(**_CONTROL_KINDS[name])
     return mc.ModelSequenceBatching.ControlInput(name=name, control=[control])
 
 
-def orchestrator_config(
-    profile: Profile, *, max_sessions: int = 16, idle_timeout_s: float = 60.0, max_request_audio_s: float = 60.0
-) -> pbtxt.ModelConfig:
-    """The streaming session model: decoupled, one sequence (correlation id) per session.
+def _check_limits(max_sessions: int, idle_timeout_s: float, max_request_audio_s: float) -> None:
+    for name, value, ok in (
+        ("max_sessions", max_sessions, max_sessions >= 1),
+        ("idle_timeout_s", idle_timeout_s, idle_timeout_s > 0),
+        ("max_request_audio_s", max_request_audio_s, max_request_audio_s > 0),
+    ):
+        if not ok:
+            raise ValueError(f"{ORCHESTRATOR}: {name} must be {'>= 1' if name == 'max_sessions' else '> 0'} (got {value})")
 
-    Each request carries an audio chunk (`audio` float32 or `audio_int16`, at `sample_rate`) and
-    optional per-frame `controls` (JSON), the first one also `avatar_id` and `options` (and, when the
-    avatar may be unknown on this replica, `avatar_image` or `avatar_video` + `avatar_options`); the model answers with zero or more frames
-    (`frame` flat uint8 H·W·3, `frame_shape`, `frame_index`, `pts_s`). The sequence batcher's
-    `oldest` strategy lets one instance serve the sessions, with the control inputs START / END
-    (bool) and CORRID (uint64). The orchestrator admits `max_sessions` live sessions and answers
-    the START of one more with a "resource exhausted" error; the batcher keeps twice as many
+
+def orchestrator_config(
+    profile: Profile,
+    *,
+    max_sessions: int = DEFAULT_LIMITS.max_sessions,
+    idle_timeout_s: float = DEFAULT_LIMITS.idle_timeout_s,
+    max_request_audio_s: float = DEFAULT_LIMITS.max_request_audio_s,
+) -> pbtxt.ModelConfig:
+    """The streaming session model: decoupled, one sequence (correlation id) per session, tensors
+    `protocol.ORCHESTRATOR_INPUTS` / `_OUTPUTS`.
+
+    The sequence batcher's `oldest` strategy lets one instance serve the sessions, with the control
+    inputs START / END (bool) and CORRID (uint64). The orchestrator admits `max_sessions` live
+    sessions and answers the START of one more with a BUSY error; the batcher keeps twice as many
     sequence slots so that those STARTs reach it instead of waiting in Triton's backlog (a refused
     sequence holds its slot until the client's END or the idle timeout).
     """
-    if max_sessions < 1:
-        raise ValueError(f"{ORCHESTRATOR}: max_sessions must be >= 1 (got {max_sessions})")
-    if max_request_audio_s <= 0:
-        raise ValueError(f"{ORCHESTRATOR}: max_request_audio_s must be > 0 (got {max_request_audio_s})")
-    if idle_timeout_s <= 0:
-        raise ValueError(f"{ORCHESTRATOR}: idle_timeout_s must be > 0 (got {idle_timeout_s})")
+    _check_limits(max_sessions, idle_timeout_s, max_request_audio_s)
     config = pbtxt.ModelConfig(name=ORCHESTRATOR, backend="python", max_batch_size=2 * max_sessions)
     config.model_transaction_policy.decoupled = True
     seq = config.sequence_batching
     seq.max_sequence_idle_microseconds = round(idle_timeout_s * 1e6)
-    seq.control_input.extend(
-        [
-            _control("START", mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START, bool_false_true=[False, True]),
-            _control("END", mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END, bool_false_true=[False, True]),
-            _control("CORRID", mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID, data_type=mc.TYPE_UINT64),
-        ]
-    )
+    seq.control_input.extend(_control(name) for name in ORCHESTRATOR_CONTROLS)
     seq.oldest.max_candidate_sequences = 2 * max_sessions
     seq.oldest.max_queue_delay_microseconds = 0
-    config.input.extend(
-        [
-            pbtxt.tensor_input("audio", _F32, [-1], optional=True),
-            pbtxt.tensor_input("audio_int16", _I16, [-1], optional=True),
-            pbtxt.tensor_input("sample_rate", _I32, [1], optional=True),
-            pbtxt.tensor_input("avatar_id", _STR, [1], optional=True),
-            pbtxt.tensor_input("options", _STR, [1], optional=True),
-            pbtxt.tensor_input("controls", _STR, [1], optional=True),
-            # Behind a proxy: the avatar's source, so that any replica can open the session.
-            pbtxt.tensor_input("avatar_image", _STR, [1], optional=True),
-            pbtxt.tensor_input("avatar_video", _STR, [1], optional=True),
-            pbtxt.tensor_input("avatar_options", _STR, [1], optional=True),
-        ]
-    )
-    config.output.extend(
-        [
-            pbtxt.tensor_output("frame", _U8, [-1]),
-            pbtxt.tensor_output("frame_shape", _I32, [3]),
-            pbtxt.tensor_output("frame_index", _I64, [1]),
-            pbtxt.tensor_output("pts_s", _F64, [1]),
-        ]
-    )
-    pbtxt.set_parameters(
-        config,
-        {
-            "idle_timeout_s": f"{idle_timeout_s:g}",
-            "max_sessions": str(max_sessions),
-            "max_request_audio_s": f"{max_request_audio_s:g}",
-            "profile": profile.name,
-        },
-    )
+    _add_tensors(config, ORCHESTRATOR_INPUTS, ORCHESTRATOR_OUTPUTS, profile)
+    parameters = {
+        "idle_timeout_s": f"{idle_timeout_s:g}",
+        "max_sessions": str(max_sessions),
+        "max_request_audio_s": f"{max_request_audio_s:g}",
+        "profile": profile.name,
+    }
+    pbtxt.set_parameters(config, parameters)
     config.instance_group.append(pbtxt.instance_group(pbtxt.KIND_CPU, 1))
     return config

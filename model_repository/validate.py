@@ -21,9 +21,9 @@ from pathlib import Path
 import onnx
 from onnx.helper import tensor_dtype_to_np_dtype
 
+from ditto_triton.export.onnx_io import onnx_io
 from ditto_triton.manifest import read_manifest, sha256_file
 from ditto_triton.model_repository import pbtxt
-from ditto_triton.export.onnx_io import onnx_io
 from ditto_triton.stages import DYNAMIC
 
 Shape = tuple[int, ...]

@@ -7,7 +7,27 @@ import pytest
 from ditto_triton.export.pipeline import ExportOptions, export_all
 from ditto_triton.profiles import TINY
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+# Fixtures that export networks or start servers: a test that uses one (directly or through another
+# fixture) is an integration test. So is every test of a module that starts processes itself.
+INTEGRATION_FIXTURES = {"tiny_export", "triton_server_factory", "portrait_video"}
+INTEGRATION_MODULES = {
+    "test_admission", "test_bad_input", "test_capacity", "test_cross_session_batching", "test_deploy_chart",
+    "test_faults", "test_layering", "test_live_page", "test_metrics", "test_perf_analyzer", "test_render_cli",
+    "test_repository", "test_scale_out", "test_security", "test_soak", "test_torch_runner", "test_triton_stages",
+    "test_triton_streaming",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test unit or integration unless it says (slow tests stay slow only)."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ("unit", "integration", "slow")):
+            continue
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        heavy = INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or module in INTEGRATION_MODULES
+        item.add_marker(pytest.mark.integration if heavy else pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +41,7 @@ def tiny_export(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     if not (SAMPLES / "ditto_example_image.jpg").is_file():
-        pytest.fail(f"sample files not found in {SAMPLES}; CI expects ../shared beside the checkout")
+        pytest.fail(f"sample files not found in {SAMPLES}")
     return SAMPLES
 
 

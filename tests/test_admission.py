@@ -12,9 +12,10 @@ import pytest
 
 from ditto_triton.client import DittoClient, ServerBusyError
 from ditto_triton.client.session import _Replayable
-from ditto_triton.model_repository.drain import clear_drain, is_draining, main as drain_main, start_drain, wait_for_sessions
-from ditto_triton.model_repository.replica import HealthServer
+from ditto_triton.model_repository.drain import clear_drain, is_draining, start_drain, wait_for_sessions
+from ditto_triton.model_repository.drain import main as drain_main
 from ditto_triton.model_repository.prometheus import MetricsError
+from ditto_triton.model_repository.replica import HealthServer
 
 
 def test_wait_for_sessions_returns_when_they_end_or_at_the_timeout():

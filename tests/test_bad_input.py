@@ -18,14 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from frame_compare import assert_same_pictures
 from PIL import Image
+from triton_inputs import SPECS, infer_inputs, seeded_inputs, to_wire
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from ditto_triton.client import DittoClient, ServerError
 from ditto_triton.model_repository.render import render_repository
 from ditto_triton.model_repository.server import TritonServer
-from frame_compare import assert_same_pictures
-from triton_inputs import SPECS, infer_inputs, seeded_inputs, to_wire
 
 CROP = {"max_size": 512}
 ORCH = "orchestrator"

@@ -15,8 +15,8 @@ from ditto_triton.model_repository.batching import (
     conform_request,
     run_requests,
 )
-from ditto_triton.model_repository.render import stage_config
 from ditto_triton.model_repository.pbtxt import KIND_CPU
+from ditto_triton.model_repository.render import stage_config
 from ditto_triton.model_repository.stage_runtime import StageParameters, StageRunner
 from ditto_triton.profiles import TINY
 from ditto_triton.stages import stage_specs

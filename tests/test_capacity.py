@@ -1,5 +1,6 @@
-"""ditto-capacity: the replica arithmetic, reading benchmark results (committed and synthetic), the Helm values
-it prints, its errors on bad input, and the committed deploy/CAPACITY.md being exactly what the tool writes."""
+"""ditto-capacity: the replica arithmetic, reading benchmark results, the page and the Helm values it prints,
+its errors on bad input. Numbers are asserted on synthetic runs only; against the committed
+benchmarks/results/ the tests check the schema and that deploy/CAPACITY.md is exactly what the tool writes."""
 
 from __future__ import annotations
 
@@ -11,20 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from ditto_triton.deploy.capacity import (
-    CapacityError,
-    helm_values,
-    load_results,
-    main,
-    plan,
-    plan_for,
-    render_page,
-)
+from ditto_triton.benchmarks import RESULTS_DIR
+from ditto_triton.benchmarks.criteria import load_thresholds
+from ditto_triton.benchmarks.results import ResultsError, load_results
+from ditto_triton.deploy import ASSETS_DIR
+from ditto_triton.deploy.capacity import CapacityError, helm_values, plan, plan_for
+from ditto_triton.deploy.capacity_cli import main
+from ditto_triton.deploy.capacity_page import PAGE_COMMAND, render_page
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-PAGE = ROOT / "deploy" / "CAPACITY.md"
-COMMITTED_RUNS = sorted(p.parent for p in RESULTS.glob("*/results.json"))
+PAGE = ASSETS_DIR / "CAPACITY.md"
+COMMITTED_RUNS = sorted(p.parent for p in RESULTS_DIR.glob("*/results.json"))
 
 
 # --- plan() arithmetic ----------------------------------------------------------------------------------
@@ -112,11 +109,11 @@ def test_plan_rejects_nonsense_naming_the_argument(kwargs, argument):
         plan(**kwargs)
 
 
-# --- load_results on the committed runs -----------------------------------------------------------------
+# --- the committed runs: schema only -----------------------------------------------------------------
 
 
 def test_committed_runs_are_there():
-    assert len(COMMITTED_RUNS) >= 2, COMMITTED_RUNS
+    assert COMMITTED_RUNS, f"no results.json under {RESULTS_DIR}"
 
 
 @pytest.mark.parametrize("run_dir", COMMITTED_RUNS, ids=lambda p: p.name)
@@ -135,36 +132,8 @@ def test_load_results_matches_the_committed_json(run_dir):
         assert run.fps_min_at_max == by_level[raw["max_realtime_sessions"]]["fps_min"]
     else:
         assert run.fps_min_at_max is None
-    assert run.gpu_memory is None and not run.gpu_measured  # CPU runs: no nvidia-smi samples
     # the same file given directly gives the same run
     assert load_results(run_dir / "results.json") == [run]
-
-
-def test_committed_values_are_the_known_ones():
-    runs = {r.run: r for r in load_results(RESULTS)}
-    ort, torch_cpu = runs["2026-12-01-vm-tiny-python-ort"], runs["2026-12-01-vm-tiny-torch-cpu"]
-    assert (ort.sessions_per_replica, ort.concurrency_levels, ort.fps_min_at_max) == (1, (1, 2, 3), 25.91)
-    assert (torch_cpu.sessions_per_replica, torch_cpu.concurrency_levels) == (0, (1, 2))
-    assert torch_cpu.first_failing is not None and torch_cpu.first_failing.concurrency == 1
-
-
-def test_host_memory_comes_from_the_runs_soak():
-    run_dir = RESULTS / "2026-12-01-vm-tiny-python-ort"
-    soak = json.loads((run_dir / "soak.json").read_text())
-    (run,) = load_results(run_dir)
-    host = run.host_memory
-    assert host is not None and host.sessions == soak["sessions"]
-    assert host.mb_idle == soak["memory_samples"][0][1]
-    assert host.mb_loaded == soak["memory"]["baseline_mb"]
-    assert host.mb_per_session == round((soak["memory"]["baseline_mb"] - soak["memory_samples"][0][1]) / soak["sessions"], 1)
-    (torch_cpu,) = load_results(RESULTS / "2026-12-01-vm-tiny-torch-cpu")
-    assert torch_cpu.host_memory is None  # no soak in that run
-
-
-def test_a_run_without_real_time_sessions_cannot_be_planned():
-    (torch_cpu,) = load_results(RESULTS / "2026-12-01-vm-tiny-torch-cpu")
-    with pytest.raises(CapacityError, match="no real-time session"):
-        plan_for(torch_cpu, 10)
 
 
 # --- synthetic results ----------------------------------------------------------------------------------
@@ -195,6 +164,59 @@ def _gpu_run(tmp_path: Path, name: str = "2027-01-02-gpu-host-full-torch") -> Pa
     # peaks 3000 + 50 × (n − 1) MiB: 50 MiB per extra session, 2950 MiB at zero sessions
     levels = [_level(n, n <= 6, 30.0 - (n > 6) * 6, 2950.0 + 50.0 * n) for n in range(1, 8)]
     return _write(tmp_path, name, _results(levels, 6))
+
+
+def _cpu_run(tmp_path: Path, name: str, realtime_up_to: int, measured: int, flavor: str = "python-ort") -> Path:
+    """A tiny-profile run on a CPU (no GPU samples): real time up to `realtime_up_to` of `measured` levels."""
+    levels = [_level(n, n <= realtime_up_to, 25.9 if n <= realtime_up_to else 13.2, None) for n in range(1, measured + 1)]
+    cpu = {"profile": "tiny", "flavor": flavor, "device": "Test CPU (2 cores)", "host": "cpu-host"}
+    return _write(tmp_path, name, {**_results(levels, realtime_up_to), **cpu})
+
+
+def _soak(run_dir: Path, sessions: int, idle_mb: float, loaded_mb: float, **extra) -> None:
+    soak = {"profile": "tiny", "flavor": "python-ort", "sessions": sessions, "git_sha": "b" * 40,
+            "memory": {"baseline_mb": loaded_mb}, "memory_samples": [[0.0, idle_mb], [1.0, idle_mb + 5.0]], **extra}  # fmt: skip
+    (run_dir / "soak.json").write_text(json.dumps(soak))
+
+
+def _cpu_runs(tmp_path: Path) -> Path:
+    """Two CPU runs as `make bench` writes them on two cores: one session in real time (with a soak), none."""
+    _soak(_cpu_run(tmp_path, "a-cpu-tiny-python-ort", 1, 3), 8, 934.2, 1176.0)
+    _cpu_run(tmp_path, "b-cpu-tiny-torch", 0, 2, flavor="torch")
+    return tmp_path
+
+
+def test_a_sweep_gives_sessions_per_replica_and_the_first_failing_level(tmp_path):
+    one, zero = load_results(_cpu_runs(tmp_path))
+    assert (one.sessions_per_replica, one.concurrency_levels, one.fps_min_at_max) == (1, (1, 2, 3), 25.9)
+    assert one.first_failing is not None and one.first_failing.concurrency == 2
+    assert (zero.sessions_per_replica, zero.concurrency_levels, zero.fps_min_at_max) == (0, (1, 2), None)
+    assert zero.first_failing is not None and zero.first_failing.concurrency == 1
+    assert not one.gpu_measured and not zero.gpu_measured
+
+
+def test_host_memory_comes_from_the_runs_soak(tmp_path):
+    one, zero = load_results(_cpu_runs(tmp_path))
+    host = one.host_memory
+    assert host is not None and (host.sessions, host.mb_idle, host.mb_loaded) == (8, 934.2, 1176.0)
+    assert host.mb_per_session == round((1176.0 - 934.2) / 8, 1) == 30.2
+    assert host.source.name == "soak.json" and host.git_sha == "b" * 40
+    assert zero.host_memory is None  # no soak in that run
+    assert plan_for(one, 10).host_mb_per_replica == 964.4  # 934.2 idle + 30.2 for one session at the limit of 1
+
+
+def test_a_soak_of_another_profile_or_without_memory_is_ignored(tmp_path):
+    run_dir = _cpu_run(tmp_path, "r", 1, 2)
+    _soak(run_dir, 8, 900.0, 1000.0, profile="full")
+    assert load_results(run_dir)[0].host_memory is None
+    _soak(run_dir, 8, 900.0, 1000.0, memory={"error": "no samples"})
+    assert load_results(run_dir)[0].host_memory is None
+
+
+def test_a_run_without_real_time_sessions_cannot_be_planned(tmp_path):
+    (zero,) = load_results(_cpu_run(tmp_path, "r", 0, 2))
+    with pytest.raises(CapacityError, match="no real-time session"):
+        plan_for(zero, 10)
 
 
 def test_synthetic_gpu_run_gives_memory_per_session(tmp_path):
@@ -251,44 +273,71 @@ def test_malformed_results_name_the_file_and_the_problem(tmp_path, mutate, messa
     raw = json.loads((run_dir / "results.json").read_text())
     mutate(raw)
     (run_dir / "results.json").write_text(json.dumps(raw))
-    with pytest.raises(CapacityError, match=message) as err:
+    with pytest.raises(ResultsError, match=message) as err:
         load_results(run_dir)
     assert str(run_dir / "results.json") in str(err.value)
 
 
 def test_missing_paths_and_invalid_json_are_errors(tmp_path):
-    with pytest.raises(CapacityError, match="no such file or directory"):
+    with pytest.raises(ResultsError, match="no such file or directory"):
         load_results(tmp_path / "nope")
-    with pytest.raises(CapacityError, match="no results.json"):
+    with pytest.raises(ResultsError, match="no results.json"):
         load_results(tmp_path)
     bad = tmp_path / "results.json"
     bad.write_text("{not json")
-    with pytest.raises(CapacityError, match=rf"{bad}: not valid JSON"):
+    with pytest.raises(ResultsError, match=rf"{bad}: not valid JSON"):
         load_results(bad)
 
 
-# --- the committed page ---------------------------------------------------------------------------------
+# --- the page -----------------------------------------------------------------------------------------
 
 
 def test_committed_capacity_page_is_what_the_tool_writes():
-    expected = render_page(load_results(RESULTS))
-    assert PAGE.read_text() == expected, f"deploy/CAPACITY.md is stale: run `ditto-capacity --write-page {PAGE.relative_to(ROOT)}`"
+    expected = render_page(load_results(RESULTS_DIR))
+    assert PAGE.read_text() == expected, f"deploy/CAPACITY.md is stale: run `{PAGE_COMMAND}`"
 
 
-def test_committed_page_states_its_sources_honestly():
+def test_committed_page_has_a_row_per_committed_run():
     page = PAGE.read_text()
-    th = json.loads((ROOT / "benchmarks" / "thresholds.json").read_text())
-    assert f"≥ {th['fps_min']:g} frames/s" in page
-    assert f"≤ {th['ffd_ms_p95_realtime_max']:g} ms" in page
-    assert f"≤ {th['late_frame_ratio_max']:g}" in page
-    assert "No GPU has been measured yet" in page and "AMD EPYC (2 cores)" in page and "tiny profile" in page
-    assert "make bench-gpu" in page and "ditto-capacity --write-page deploy/CAPACITY.md" in page
-    assert "ditto-capacity --results benchmarks/results/<run> --users 200" in page
     for run_dir in COMMITTED_RUNS:
         raw = json.loads((run_dir / "results.json").read_text())
         assert f"| {run_dir.name} | {raw['device']} | {raw['profile']} | {raw['flavor']} | {raw['date']} |" in page
-    assert "**No replica count**" in page  # the torch CPU run: 0 real-time sessions
-    assert "| 1000 | 1000 | 1 | 1 | 1000 |" in page  # python-ort: 1 session per replica
+        assert f"### {run_dir.name}\n" in page
+
+
+def test_the_page_states_its_sources(tmp_path):
+    page = render_page(load_results(_cpu_runs(tmp_path)))
+    th = load_thresholds()
+    assert f"≥ {th['fps_min']:g} frames/s" in page
+    assert f"≤ {th['ffd_ms_p95_realtime_max']:g} ms" in page
+    assert f"≤ {th['late_frame_ratio_max']:g}" in page
+    assert "make bench-gpu" in page and "ditto-capacity --write-page deploy/CAPACITY.md" in page
+    assert "ditto-capacity --results benchmarks/results/<run> --users 200" in page
+    assert "$(ditto-capacity --results benchmarks/results/<run> --users 1000 --format set)" in page
+
+
+def test_the_page_of_cpu_runs_warns_that_no_gpu_was_measured(tmp_path):
+    page = render_page(load_results(_cpu_runs(tmp_path)))
+    assert "No GPU has been measured yet" in page
+    assert "measured on Test CPU (2 cores) (host `cpu-host`) with the tiny profile — the tiny profile is" in page
+    assert "**No replica count**" in page  # the torch run: 0 real-time sessions
+    assert "| 1000 | 1000 | 1 | 1 | 1000 |" in page  # python-ort: 1 session per replica, a fixed size
+    assert "`minReplicas` = `maxReplicas` = replicas (a fixed size)" in page
+    assert "≤ 30.2 MB (soak, 8 sessions)" in page
+
+
+def test_the_page_notes_runs_judged_with_other_thresholds(tmp_path):
+    run_dir = _gpu_run(tmp_path)
+    raw = json.loads((run_dir / "results.json").read_text())
+    raw["thresholds"]["fps_min"] = 20.0
+    (run_dir / "results.json").write_text(json.dumps(raw))
+    page = render_page(load_results(run_dir), users_rows=(10,))
+    assert f"Note: {run_dir.name} was judged with other thresholds" in page
+
+
+def test_no_runs_is_no_page():
+    with pytest.raises(CapacityError, match="no benchmark runs"):
+        render_page([])
 
 
 # --- the CLI --------------------------------------------------------------------------------------------
@@ -316,8 +365,9 @@ def test_cli_yaml_and_headroom(tmp_path, capsys):
     )
 
 
-def test_cli_text_plan_of_a_committed_run(capsys):
-    assert main(["--results", str(RESULTS / "2026-12-01-vm-tiny-python-ort"), "--users", "200"]) == 0
+def test_cli_text_plan_of_a_one_session_run(tmp_path, capsys):
+    run_dir = _cpu_run(tmp_path, "r", 1, 3)
+    assert main(["--results", str(run_dir), "--users", "200"]) == 0
     out = capsys.readouterr().out
     assert "sessions per replica in real time: 1 (sweep measured up to 3)" in out
     assert "-> 200 replica(s)" in out and "--set autoscaling.maxReplicas=200" in out
@@ -325,7 +375,7 @@ def test_cli_text_plan_of_a_committed_run(capsys):
 
 def test_cli_writes_the_page(tmp_path, capsys):
     page = tmp_path / "CAPACITY.md"
-    assert main(["--results", str(RESULTS), "--write-page", str(page)]) == 0
+    assert main(["--results", str(RESULTS_DIR), "--write-page", str(page)]) == 0
     assert page.read_text() == PAGE.read_text()
     assert capsys.readouterr().out.strip() == f"wrote {page}"
 
@@ -338,11 +388,13 @@ def test_cli_writes_the_page(tmp_path, capsys):
         (["--users", "ten"], "argument --users: invalid int value"),
         (["--format", "set"], "--format set needs --users"),
         (["--users", "10", "--format", "yaml"], "holds 2 runs"),
-        (["--results", "benchmarks/results/2026-12-01-vm-tiny-torch-cpu", "--users", "10", "--format", "set"], "no real-time session"),
+        (["--results", "b-cpu-tiny-torch", "--users", "10", "--format", "set"], "no real-time session"),
+        (["--results", "nope"], "nope: no such file or directory"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_line(argv, message, capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_cli_bad_input_exits_2_with_one_line(argv, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(_cpu_runs(tmp_path))
+    argv = argv if "--results" in argv else ["--results", ".", *argv]
     try:
         code = main(argv)
     except SystemExit as exit_:  # argparse's own errors

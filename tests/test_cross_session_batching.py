@@ -12,7 +12,6 @@ import threading
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-
 from frame_compare import assert_same_pictures
 
 from ditto_triton.client import DittoClient

@@ -13,20 +13,20 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import grpc
 import helm_python
 import pytest
+import support
 import yaml
 
-from ditto_triton.deploy import chart
+from ditto_triton.deploy import ASSETS_DIR, chart
 from ditto_triton.model_repository import container, gpu_flavors
 
 ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy"
+DEPLOY = ASSETS_DIR
 BIN = Path(sys.executable).parent  # the virtualenv's bin/: envoy and hadolint come as wheels
 ENVOY = BIN / "envoy"
 HADOLINT = BIN / "hadolint"
@@ -440,18 +440,8 @@ def host_flags(admin_port: int) -> dict[int, str]:
     return flags
 
 
-def wait_for(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except OSError as err:  # envoy still starting
-            last = err
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+def wait_for(condition, what: str):
+    return support.wait_for(condition, what, retry_on=(OSError,))  # OSError: envoy still starting
 
 
 class Session:

@@ -7,13 +7,13 @@ import pytest
 
 from ditto_triton.export.checkpoints import load_checkpoint
 from ditto_triton.export.cli import main as cli_main
-from ditto_triton.manifest import read_manifest, sha256_file
 from ditto_triton.export.onnx_io import check_onnx_io
 from ditto_triton.export.ort_runtime import ort_session
 from ditto_triton.export.parity import TOLERANCE, compare
 from ditto_triton.export.pipeline import ExportOptions, ParityError, export_all
 from ditto_triton.export.registry import STAGE_NETWORKS
 from ditto_triton.export.sample_inputs import sample_inputs
+from ditto_triton.manifest import read_manifest, sha256_file
 from ditto_triton.profiles import TINY
 from ditto_triton.stages import STAGE_ORDER, stage_specs
 

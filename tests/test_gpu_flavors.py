@@ -18,7 +18,7 @@ from dockerfile_parse import DockerfileParser
 
 from ditto_triton.export import engine_plan as ep
 from ditto_triton.export import tensorrt_build
-from ditto_triton.model_repository import container, gpu_flavors, pbtxt
+from ditto_triton.model_repository import container, gpu_flavors
 from ditto_triton.model_repository.render import render_repository
 from ditto_triton.model_repository.validate import RepositoryError, validate_repository
 from ditto_triton.stages import STAGE_ORDER

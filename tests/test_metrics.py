@@ -4,14 +4,22 @@ and the real metrics port after sessions streamed through a tiny tritonserver.""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from support import wait_for
 
-from ditto_triton.model_repository.prometheus import MetricsError, parse, scrape, series, session_metrics, split_series, value
 from ditto_triton.client import DittoClient, ServerError, load_audio
+from ditto_triton.model_repository.prometheus import (
+    MetricsError,
+    parse,
+    scrape,
+    series,
+    session_metrics,
+    split_series,
+    value,
+)
 from ditto_triton.streaming.session_metrics import FLUSH_S, OUTCOMES, RecordingSink, SessionMetrics
 
 
@@ -129,15 +137,6 @@ def ditto(server) -> dict:
     return session_metrics(scrape(server.metrics_url), model="orchestrator")
 
 
-def wait_for(predicate, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        current = predicate()
-        if current or time.monotonic() > deadline:
-            return current
-        time.sleep(0.1)
-
-
 def test_metrics_follow_a_streamed_session(server, avatar, samples_dir):
     before = ditto(server)
     assert before["active_sessions"] == 0 and before["frames_sent"] == 0
@@ -149,7 +148,7 @@ def test_metrics_follow_a_streamed_session(server, avatar, samples_dir):
         frames = list(session.frames())
     assert len(frames) == 25
     # The session is freed right after its final response is sent.
-    after = wait_for(lambda: (m := ditto(server))["active_sessions"] == 0 and m["sessions"]["completed"] == 1 and m)
+    after = wait_for(lambda: (m := ditto(server))["active_sessions"] == 0 and m["sessions"]["completed"] == 1 and m, "the session to be counted")
     assert after, f"the session did not end in the metrics: {ditto(server)}"
     assert after["frames_sent"] == len(frames)
     assert 0 <= after["late_frames"] <= len(frames)
@@ -175,8 +174,8 @@ def test_rejected_and_idle_sessions_are_counted(server, avatar):
     grpc.async_stream_infer("orchestrator", [audio, avatar_id], sequence_id=4242, sequence_start=True,
                             enable_empty_final_response=True)
     try:
-        assert wait_for(lambda: ditto(server)["active_sessions"] == 1, 10), "the session did not open"
-        ended = wait_for(lambda: ditto(server)["sessions"]["idle_timeout"] == start["idle_timeout"] + 1, IDLE_TIMEOUT_S + 10)
+        wait_for(lambda: ditto(server)["active_sessions"] == 1, "the session to open", 10)
+        ended = wait_for(lambda: ditto(server)["sessions"]["idle_timeout"] == start["idle_timeout"] + 1, "the idle timeout", IDLE_TIMEOUT_S + 10)
         assert ended, f"the idle session was not counted: {ditto(server)}"
     finally:
         grpc.stop_stream()

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from ditto_triton.model_repository import pbtxt
 from ditto_triton.export.engine_plan import FP32_STAGES as TRT_FP32_STAGES
+from ditto_triton.model_repository import pbtxt
 from ditto_triton.model_repository.pbtxt import mc
 from ditto_triton.model_repository.render import FLAVORS, MARKER, render_repository, stage_config, stage_runners
 from ditto_triton.model_repository.service_configs import avatar_registry_config, orchestrator_config

@@ -25,16 +25,15 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import yaml
-
 from frame_compare import assert_same_pictures
 
-from ditto_triton.model_repository.prometheus import scrape, value
 from ditto_triton.client import DittoClient, UnknownAvatarError
 from ditto_triton.deploy.chart import envoy_config, loopback_envoy_config, render_chart
+from ditto_triton.export.ort_runtime import OrtStages
+from ditto_triton.model_repository.prometheus import scrape, value
 from ditto_triton.model_repository.server import free_port
 from ditto_triton.profiles import TINY
 from ditto_triton.streaming.reference import register_avatar, render_audio
-from ditto_triton.export.ort_runtime import OrtStages
 
 CROP = {"max_size": 512}
 STARTUP_S = 180.0

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
+from ditto_triton.export.ort_runtime import OrtStages
 from ditto_triton.profiles import TINY
 from ditto_triton.streaming.avatar_features import extract_features
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import render_audio
 from ditto_triton.streaming.session import PipelinedSession, StreamingSession, silence_features
-from ditto_triton.export.ort_runtime import OrtStages
 
 SR = 16000
 

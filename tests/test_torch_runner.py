@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
-from google.protobuf.json_format import MessageToDict
-
 from frame_compare import assert_same_pictures
+from google.protobuf.json_format import MessageToDict
 
 from ditto_triton.client import DittoClient
 from ditto_triton.export.networks.warp_network import grid_sample_fp32
+from ditto_triton.export.ort_runtime import OrtStages
 from ditto_triton.export.sample_inputs import HUBERT_WINDOW, sample_inputs
 from ditto_triton.model_repository import pbtxt
 from ditto_triton.model_repository.render import render_repository
@@ -26,7 +26,6 @@ from ditto_triton.profiles import TINY
 from ditto_triton.stages import STAGE_ORDER, stage_specs
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.reference import render_audio
-from ditto_triton.export.ort_runtime import OrtStages
 
 SPECS = stage_specs(TINY)
 CUDA = torch.cuda.is_available()

@@ -12,12 +12,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from triton_inputs import SPECS, infer, infer_inputs, seeded_inputs, to_wire
+from tritonclient.utils import InferenceServerException
 
 from ditto_triton.model_repository import pbtxt
 from ditto_triton.profiles import TINY
-from ditto_triton.stages import STAGE_ORDER, StageSpec, stage_specs
-from triton_inputs import SPECS, infer, infer_inputs, seeded_inputs, to_wire
+from ditto_triton.stages import STAGE_ORDER, StageSpec
 
 PARITY_ATOL = 1e-6
 # Batched vs solo runs may pick other kernels (ORT reductions); observed <= 4e-7 on the tiny warp.

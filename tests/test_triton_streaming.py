@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from PIL import Image
-
 from frame_compare import assert_same_pictures
+from PIL import Image
+from support import active_sessions, wait_for
 
-from ditto_triton.client import DittoClient, ServerError, ServerUnavailableError, load_audio
+from ditto_triton.client import DittoClient, ServerError, ServerUnavailableError
+from ditto_triton.export.ort_runtime import OrtStages
 from ditto_triton.model_repository.render import render_repository
 from ditto_triton.model_repository.server import TritonServer, free_port
 from ditto_triton.profiles import TINY
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar, render_audio
-from ditto_triton.export.ort_runtime import OrtStages
 
 CROP = {"max_size": 512}
 
@@ -184,7 +183,7 @@ def test_idle_session_is_freed(tiny_export, tmp_path, portrait):
         with pytest.raises(ServerError, match="already has a live session"):
             list(again.frames())
         again.close()
-        time.sleep(4)  # idle timeout 2 s, reaper runs every second
+        wait_for(lambda: active_sessions(srv) == 0, "the idle session to be freed", 10)
         later = c.open_session(avatar)
         later.sequence_id = abandoned.sequence_id
         later.end(np.zeros(3200, np.float32))

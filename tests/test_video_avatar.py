@@ -11,10 +11,10 @@ from ditto_triton.avatar.errors import InvalidOptionsError, NoFaceError, VideoDe
 from ditto_triton.avatar.video import decode_video
 from ditto_triton.client.video import Mp4Writer
 from ditto_triton.profiles import TINY
-from ditto_triton.streaming.smoothing import moving_average
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar
 from ditto_triton.streaming.session import StreamingSession
+from ditto_triton.streaming.smoothing import moving_average
 from ditto_triton.streaming.stitch import LIP_KP, bin66_to_degree
 
 FRAMES = 12

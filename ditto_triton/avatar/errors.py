@@ -1,14 +1,16 @@
 """Errors raised while registering a source portrait.
 
-Every error is a `ValueError` (through `AvatarError`): it describes a bad request (an unreadable or
+Every error is a `BadRequest` (through `AvatarError`): it describes a bad request (an unreadable or
 oversized image, a photo without a face, bad crop options), so a server maps all of them to one
 "invalid argument" answer and keeps the message.
 """
 
 from __future__ import annotations
 
+from ditto_triton.protocol import BadRequest
 
-class AvatarError(ValueError):
+
+class AvatarError(BadRequest):
     """The source image or the registration options cannot be used to build an avatar."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ditto_triton.protocol import BadRequest
 from ditto_triton.streaming.audio import SAMPLE_RATE
 
 DEFAULT_MAX_REQUEST_S = 60.0
@@ -12,7 +13,7 @@ DEFAULT_MAX_REQUEST_S = 60.0
 FLOAT_PEAK_LIMIT = 2.0
 
 
-class AudioInputError(ValueError):
+class AudioInputError(BadRequest):
     """Audio the session cannot use; the message names the problem."""
 
 

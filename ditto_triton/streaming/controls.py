@@ -19,6 +19,7 @@ import json
 import threading
 from typing import Any
 
+from ditto_triton.protocol import BadRequest
 from ditto_triton.streaming.stitch import NO_CONTROL, FrameControl
 
 MAX_FRAMES_PER_ENTRY = 25 * 3600
@@ -28,7 +29,7 @@ _FIELDS = (*_POSE, "delta_exp", "fade", *CONDITION_FIELDS)
 EYE_OPEN_RANGE = (0.0, 3.0)  # the sample photo's open eyes measure about 1.0, closed ones near 0
 
 
-class ControlsError(ValueError):
+class ControlsError(BadRequest):
     """Controls that cannot be applied; the message names the entry and the problem."""
 
 

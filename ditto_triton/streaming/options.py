@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ditto_triton.protocol import BadRequest
 from ditto_triton.streaming.conditions import EMOTIONS
 
 OUTPUT_FORMATS = ("rgb", "jpeg")
@@ -17,7 +18,7 @@ MODE_DEFAULTS = {"online": {"overlap": 70, "sampling_steps": 10}, "offline": {"o
 EMOTION_LABELS = range(len(EMOTIONS))
 
 
-class OptionsError(ValueError):
+class OptionsError(BadRequest):
     """Session options that cannot be used; the message names the option."""
 
 

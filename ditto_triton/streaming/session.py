@@ -31,13 +31,12 @@ from ditto_triton.streaming.audio import (
 )
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.conditions import ConditionBuilder
+from ditto_triton.streaming.controls import FrameControls
 from ditto_triton.streaming.motion import MotionSettings, OfflineMotion, OnlineMotion
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.putback import PutBack
 from ditto_triton.streaming.stages import Stages, infer_chain
-from ditto_triton.streaming.controls import FrameControls
 from ditto_triton.streaming.stitch import FrameControl, MotionStitcher
-
 
 OFFLINE_MAX_SECONDS = 600  # offline mode keeps the whole clip's features until END
 

@@ -8,15 +8,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ditto_triton.protocol import BUSY, BadRequest
 
-class SessionStateError(ValueError):
+
+class SessionStateError(BadRequest):
     """A request that does not fit the session's state (no START, reused id, data after END)."""
 
 
 class SessionLimitError(SessionStateError):
     """No room for another session; the client should retry later or on another replica."""
 
-    PREFIX = "resource exhausted"
+    PREFIX = BUSY
 
 
 @dataclass

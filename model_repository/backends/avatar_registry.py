@@ -15,11 +15,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ditto_triton.avatar.cache import AvatarCache, avatar_id, check_avatar_id
-from ditto_triton.avatar.errors import AvatarError
 from ditto_triton.avatar.source import CropOptions, prepare_source, prepare_video_sources, stack_sources
-from ditto_triton.model_repository.backends.bls_stages import StageCallError, bls_infer
+from ditto_triton.model_repository.backends.bls_stages import bls_infer
 from ditto_triton.model_repository.backends.requests import RequestError, model_settings, optional_bytes, optional_text
+from ditto_triton.model_repository.backends.responses import error_response
 from ditto_triton.profiles import get_profile
+from ditto_triton.protocol import AVATAR_REGISTRY
 from ditto_triton.streaming.avatar_features import AvatarFeatures, features_from_extractors
 from ditto_triton.streaming.motion_vector import MOTION_KEYS
 
@@ -32,8 +33,8 @@ class TritonPythonModel:
         _, params = model_settings(args)
         self.profile = get_profile(params["profile"])
         self.cache: AvatarCache[AvatarFeatures] = AvatarCache(
-            int(params.get("cache_size", "64")),
-            max_bytes=int(float(params.get("cache_max_mb", "4096")) * 2**20),
+            int(params["cache_size"]),
+            max_bytes=int(float(params["cache_max_mb"]) * 2**20),
             size_of=lambda features: features.nbytes,
         )
 
@@ -42,11 +43,8 @@ class TritonPythonModel:
         for request in requests:
             try:
                 responses.append(self._handle(request))
-            except (AvatarError, RequestError, StageCallError, ValueError) as exc:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc))))
-            except Exception as exc:  # noqa: BLE001
-                pb_utils.Logger.log_error(f"[ditto] avatar_registry: {exc!r}")
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(f"internal error: {exc}")))
+            except Exception as exc:  # noqa: BLE001 - every failure is this request's answer
+                responses.append(error_response(exc, AVATAR_REGISTRY))
         return responses
 
     def _handle(self, request):

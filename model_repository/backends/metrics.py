@@ -19,6 +19,13 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
+from ditto_triton.protocol import (
+    METRIC_ACTIVE_SESSIONS,
+    METRIC_FIRST_FRAME_DELAY,
+    METRIC_FRAMES_SENT,
+    METRIC_LATE_FRAMES,
+    METRIC_SESSIONS,
+)
 from ditto_triton.streaming.session_metrics import OUTCOMES
 
 # First-frame delay from tens of ms (tiny profile, audio up front) to tens of seconds (full on CPU).
@@ -30,11 +37,11 @@ class PrometheusSink:
         labels = {"model": model, "version": version}
         family = pb_utils.MetricFamily
         self._families = [
-            family("ditto_active_sessions", "Streaming sessions open now", family.GAUGE),
-            family("ditto_frames_sent_total", "Frames sent to clients", family.COUNTER),
-            family("ditto_late_frames_total", "Frames sent after their presentation time (from the first frame)", family.COUNTER),
-            family("ditto_first_frame_delay_seconds", "START request arrival to first frame sent", family.HISTOGRAM),
-            family("ditto_sessions_total", "Ended sessions by outcome", family.COUNTER),
+            family(METRIC_ACTIVE_SESSIONS, "Streaming sessions open now", family.GAUGE),
+            family(METRIC_FRAMES_SENT, "Frames sent to clients", family.COUNTER),
+            family(METRIC_LATE_FRAMES, "Frames sent after their presentation time (from the first frame)", family.COUNTER),
+            family(METRIC_FIRST_FRAME_DELAY, "START request arrival to first frame sent", family.HISTOGRAM),
+            family(METRIC_SESSIONS, "Ended sessions by outcome", family.COUNTER),
         ]
         active, frames, late, delay, sessions = self._families
         self._active = active.Metric(labels=labels)

@@ -27,25 +27,30 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ditto_triton.model_repository.drain import DRAIN_FILE_ENV, DRAINING_MESSAGE, is_draining
 from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCallError, bls_infer
 from ditto_triton.model_repository.backends.metrics import PrometheusSink
 from ditto_triton.model_repository.backends.requests import (
-    RequestError, flag, model_settings, optional, optional_bytes, optional_text,
+    RequestError,
+    flag,
+    model_settings,
+    optional,
+    optional_bytes,
+    optional_text,
 )
+from ditto_triton.model_repository.backends.responses import error_response
+from ditto_triton.model_repository.drain import DRAIN_FILE_ENV, DRAINING_MESSAGE, is_draining
 from ditto_triton.profiles import get_profile
-from ditto_triton.streaming.audio import SAMPLE_RATE
-from ditto_triton.streaming.audio_input import AudioInputError, to_float32
+from ditto_triton.protocol import AVATAR_REGISTRY, ORCHESTRATOR, SAMPLE_RATE, START_ONLY_INPUTS
+from ditto_triton.streaming.audio_input import to_float32
 from ditto_triton.streaming.avatar_features import AvatarFeatures
-from ditto_triton.streaming.controls import ControlsError, parse_controls
-from ditto_triton.streaming.options import OptionsError, SessionOptions
+from ditto_triton.streaming.controls import parse_controls
+from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession, silence_features
 from ditto_triton.streaming.session_metrics import SessionMetrics
 from ditto_triton.streaming.sessions import SessionLimitError, SessionStateError, SessionTable
 
 AVATAR_SOURCES = {"avatar_image": "image", "avatar_video": "video"}  # START input -> avatar_registry input
 AVATAR_FIELDS = ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")
-CLIENT_ERRORS = (RequestError, AudioInputError, OptionsError, SessionStateError, ControlsError)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_CHECK_FRAMES = 5
 
@@ -60,10 +65,10 @@ class TritonPythonModel:
         self.profile = get_profile(params["profile"])
         self.stages = BlsStages(self.profile)
         self.sessions = SessionTable(
-            idle_timeout_s=float(params.get("idle_timeout_s", "60")), max_sessions=int(params.get("max_sessions", "16"))
+            idle_timeout_s=float(params["idle_timeout_s"]), max_sessions=int(params["max_sessions"])
         )
         self._drain_file = os.environ.get(DRAIN_FILE_ENV)  # set by the replica's supervisor
-        self._max_request_samples = round(float(params.get("max_request_audio_s", "60")) * SAMPLE_RATE)
+        self._max_request_samples = round(float(params["max_request_audio_s"]) * SAMPLE_RATE)
         self._sink = PrometheusSink(args["model_name"], args["model_version"])
         self.metrics = SessionMetrics(self._sink)
         self._silence: np.ndarray | None = None
@@ -79,13 +84,8 @@ class TritonPythonModel:
             corrid = int(request.correlation_id())
             try:
                 self._handle(request, corrid, sender, arrived_s)
-            except CLIENT_ERRORS as exc:
-                self._fail(sender, str(exc))
-            except StageCallError as exc:
-                self._fail(sender, f"a stage failed: {exc}")
             except Exception as exc:  # noqa: BLE001 - never let one request take the model down
-                pb_utils.Logger.log_error(f"[ditto] orchestrator: session {corrid}: {exc!r}")
-                self._fail(sender, f"internal error: {exc}")
+                self._fail(sender, exc)
         return None
 
     def _handle(self, request: Any, corrid: int, sender: Any, arrived_s: float) -> None:
@@ -103,7 +103,7 @@ class TritonPythonModel:
                 raise
             self.metrics.session_opened(corrid, arrived_s)
         else:
-            if any(optional(request, name) is not None for name in ("avatar_id", "options", "avatar_options", *AVATAR_SOURCES)):
+            if any(optional(request, name) is not None for name in START_ONLY_INPUTS):
                 raise RequestError("avatar_id, options and the avatar image/video are only read on the START request")
             live = self.sessions.get(corrid)
         controls = parse_controls(optional_text(request, "controls"))
@@ -150,7 +150,7 @@ class TritonPythonModel:
                 raise RequestError(f"avatar_options is not valid JSON: {exc}") from None
             inputs["options"] = np.array([registration.encode()], dtype=object)
         try:
-            registered = bls_infer("avatar_registry", inputs, ["avatar_id"])["avatar_id"].reshape(-1)[0].decode()
+            registered = bls_infer(AVATAR_REGISTRY, inputs, ["avatar_id"])["avatar_id"].reshape(-1)[0].decode()
         except StageCallError as exc:
             raise RequestError(f"the {AVATAR_SOURCES[name]} sent with START: {str(exc).removeprefix('avatar_registry: ')}") from None
         if registered != avatar_id:
@@ -161,7 +161,7 @@ class TritonPythonModel:
 
     def _avatar(self, avatar_id: str) -> AvatarFeatures:
         try:
-            out = bls_infer("avatar_registry", {"avatar_id": np.array([avatar_id.encode()], dtype=object)}, list(AVATAR_FIELDS))
+            out = bls_infer(AVATAR_REGISTRY, {"avatar_id": np.array([avatar_id.encode()], dtype=object)}, list(AVATAR_FIELDS))
         except StageCallError as exc:
             raise RequestError(str(exc).removeprefix("avatar_registry: ")) from None
         return AvatarFeatures(**{name: out[name] for name in AVATAR_FIELDS})
@@ -213,11 +213,11 @@ class TritonPythonModel:
             self.metrics.session_closed(corrid, outcome)
 
     @staticmethod
-    def _fail(sender: Any, message: str) -> None:
+    def _fail(sender: Any, error: BaseException | str) -> None:
         try:
-            sender.send(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message)), flags=FINAL)
+            sender.send(error_response(error, ORCHESTRATOR), flags=FINAL)
         except Exception as exc:  # noqa: BLE001 - e.g. the client is gone; the session is freed regardless
-            pb_utils.Logger.log_warn(f"[ditto] orchestrator: could not send an error ({message}): {exc}")
+            pb_utils.Logger.log_warn(f"[ditto] orchestrator: could not send an error ({error}): {exc}")
 
     def _reap_idle(self) -> None:
         while not self._stop.wait(1.0):

@@ -7,8 +7,10 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ditto_triton.protocol import BadRequest
 
-class RequestError(ValueError):
+
+class RequestError(BadRequest):
     """A request the client must fix; the message goes back to the client as is."""
 
 

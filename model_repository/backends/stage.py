@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ditto_triton.model_repository.backends.responses import error_response
 from ditto_triton.model_repository.stage_runtime import StageRunner
+from ditto_triton.protocol import BadRequest
 
 
 def make_runner(args: dict[str, str]):
@@ -55,8 +57,8 @@ class TritonPythonModel:
         responses = []
         for result in self.runner.run(gathered):
             if isinstance(result, Exception):
-                message = f"{self.runner.name}: {result}"
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message)))
+                code = pb_utils.TritonError.INVALID_ARG if isinstance(result, BadRequest) else pb_utils.TritonError.INTERNAL
+                responses.append(error_response(f"{self.runner.name}: {result}", self.runner.name, code))
             else:
                 tensors = [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in result.items()]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
