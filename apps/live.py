@@ -1,7 +1,7 @@
 """`ditto-live`: the live browser demo. Starts (or joins) a Triton server and serves the page.
 
-    ditto-live                                  # embedded tritonserver, page on http://127.0.0.1:8080/
-    ditto-live --url 127.0.0.1:8001 --port 9000 # a running server
+ditto-live                                  # embedded tritonserver, page on http://127.0.0.1:8080/
+ditto-live --url 127.0.0.1:8001 --port 9000 # a running server
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from ditto_triton.gateway.app import create_app
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ditto-live", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ditto-live", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_server_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address the page is served on (default loopback only)")
     p.add_argument("--port", type=int, default=8080)

@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ditto-render", description=__doc__.split("\n\n")[0])
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="portrait (any format Pillow reads)")
-    source.add_argument("--video", type=Path, help="a short video of the face (MP4/MOV/WebM/MKV/AVI) to animate instead of a photo")
+    source.add_argument(
+        "--video", type=Path, help="a short video of the face (MP4/MOV/WebM/MKV/AVI) to animate instead of a photo"
+    )
     p.add_argument("--audio", type=Path, required=True, help="speech (WAV/FLAC/OGG/MP3, any rate, mono or stereo)")
     p.add_argument("--out", type=Path, required=True, help="output .mp4")
     add_server_arguments(p)
@@ -47,19 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds without a response before giving up")
     s = p.add_argument_group("session options")
     s.add_argument("--ditto-cfg", type=Path, help="take defaults from Ditto's cfg .pkl (read without running code)")
-    s.add_argument("--mode", choices=("online", "offline"), help="online: frames while audio streams (default); offline: whole clip first")
-    s.add_argument("--overlap", type=int, help="LMDM window overlap (online 40..79, default 70; offline 1..79, default 10)")
+    s.add_argument(
+        "--mode",
+        choices=("online", "offline"),
+        help="online: frames while audio streams (default); offline: whole clip first",
+    )
+    s.add_argument(
+        "--overlap", type=int, help="LMDM window overlap (online 40..79, default 70; offline 1..79, default 10)"
+    )
     s.add_argument("--steps", type=int, dest="sampling_steps", help="DDIM steps per window (default 10; offline 50)")
     s.add_argument("--guidance-weight", type=float, help="classifier-free guidance weight (default 2)")
     s.add_argument("--fade-in", type=int, help="frames rising from the source's pose (default 0)")
     s.add_argument("--fade-out", type=int, help="frames returning to the source at the end (default 0)")
     s.add_argument("--seed", type=int, help="noise seed (default 0)")
-    s.add_argument("--emotion", type=int, help="0..7: angry disgust fear happy neutral sad surprise contempt (default 4)")
+    s.add_argument(
+        "--emotion", type=int, help="0..7: angry disgust fear happy neutral sad surprise contempt (default 4)"
+    )
     s.add_argument("--delta-pitch", type=float, help="degrees added to every frame's pitch (default 2)")
     s.add_argument("--delta-yaw", type=float)
     s.add_argument("--delta-roll", type=float)
     s.add_argument(
-        "--option", action="append", default=[], metavar="NAME=JSON",
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
         help="any session option (README table), e.g. --option 'emotion=[[3],[5]]'; repeatable",
     )
     s.add_argument("--controls", type=Path, help="JSON file: a list of per-frame controls, sent with the first audio")
@@ -76,8 +89,17 @@ def _pick(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
 
 
 SESSION_FLAGS = (
-    "mode", "overlap", "sampling_steps", "seed", "emotion", "guidance_weight", "fade_in", "fade_out",
-    "delta_pitch", "delta_yaw", "delta_roll",
+    "mode",
+    "overlap",
+    "sampling_steps",
+    "seed",
+    "emotion",
+    "guidance_weight",
+    "fade_in",
+    "fade_out",
+    "delta_pitch",
+    "delta_yaw",
+    "delta_roll",
 )
 
 
@@ -101,7 +123,10 @@ def _cfg_options(args: argparse.Namespace, console: Console) -> dict:
     from ditto_triton.ditto_cfg import load_ditto_cfg, session_options_from_cfg
 
     options, ignored = session_options_from_cfg(load_ditto_cfg(args.ditto_cfg))
-    console.print(f"{args.ditto_cfg}: session options {options}" + (f"; not applicable here: {', '.join(ignored)}" if ignored else ""))
+    console.print(
+        f"{args.ditto_cfg}: session options {options}"
+        + (f"; not applicable here: {', '.join(ignored)}" if ignored else "")
+    )
     return options
 
 
@@ -130,7 +155,9 @@ def render(args: argparse.Namespace, url: str, console: Console) -> dict:
         sheet: list[np.ndarray] = []
         stride = max(1, expected // 12)
         start = time.perf_counter()
-        with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+        with Progress(
+            TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as bar:
             task = bar.add_task("frames", total=expected)
             try:
                 for frame in client.stream(avatar, audio16, options, realtime=args.live, controls=controls):

@@ -17,10 +17,16 @@ EMBEDDED_EXTRAS = "pip install 'ditto-triton[server,export]' (and nvidia-pytrito
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=None, help="gRPC address of a running Ditto Triton server (default: start one)")
+    parser.add_argument(
+        "--url", default=None, help="gRPC address of a running Ditto Triton server (default: start one)"
+    )
     parser.add_argument("--profile", choices=("tiny", "full"), default="tiny", help="embedded server only")
-    parser.add_argument("--weights", default="synthetic", help="embedded server only: 'synthetic' or ditto_pytorch/ dir")
-    parser.add_argument("--export-dir", type=Path, default=None, help="embedded server only (default out/export/<profile>)")
+    parser.add_argument(
+        "--weights", default="synthetic", help="embedded server only: 'synthetic' or ditto_pytorch/ dir"
+    )
+    parser.add_argument(
+        "--export-dir", type=Path, default=None, help="embedded server only (default out/export/<profile>)"
+    )
 
 
 @contextlib.contextmanager
@@ -35,5 +41,7 @@ def server_url(args: argparse.Namespace, console: Console) -> Iterator[str]:
 
             url = stack.enter_context(embedded_server(args.profile, args.weights, args.export_dir, console))
         except ModuleNotFoundError as exc:
-            raise RuntimeError(f"no --url given and the embedded server cannot start ({exc}); {EMBEDDED_EXTRAS}") from exc
+            raise RuntimeError(
+                f"no --url given and the embedded server cannot start ({exc}); {EMBEDDED_EXTRAS}"
+            ) from exc
         yield url

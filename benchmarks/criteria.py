@@ -61,6 +61,8 @@ def realtime_level_checks(level: dict[str, Any], th: dict[str, float]) -> list[C
     return [
         Check("failed sessions", float(level["failed_sessions"]), "<=", 0.0),
         Check("frames/s, slowest session", level["fps_min"], ">=", th["fps_min"], "fps"),
-        Check("first-frame delay p95 (real-time audio)", level["ffd_ms_p95"], "<=", th["ffd_ms_p95_realtime_max"], "ms"),
+        Check(
+            "first-frame delay p95 (real-time audio)", level["ffd_ms_p95"], "<=", th["ffd_ms_p95_realtime_max"], "ms"
+        ),
         Check("late-frame ratio, worst session", level["late_frame_ratio"], "<=", th["late_frame_ratio_max"]),
     ]

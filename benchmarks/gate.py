@@ -71,12 +71,20 @@ def evaluate(m: dict[str, Any], th: dict[str, float]) -> list[Check]:
     return [
         Check("incomplete or failed sessions", _incomplete(m), "<=", 0.0),
         Check("frames/s, one session with real-time audio", m.get("realtime_fps"), ">=", th["fps_min"], "fps"),
-        Check("first-frame delay p95, audio fully available", m.get("ffd_ms_p95_full_audio"), "<=", th["ffd_ms_p95_full_audio_max"], "ms"),
+        Check(
+            "first-frame delay p95, audio fully available",
+            m.get("ffd_ms_p95_full_audio"),
+            "<=",
+            th["ffd_ms_p95_full_audio_max"],
+            "ms",
+        ),
         Check("frames/s Triton / in-process", m.get("triton_over_inprocess"), ">=", th["triton_over_inprocess_min"]),
     ]
 
 
-def measure(export_dir: Path, image: bytes, audio, *, ffd_sessions: int, ffd_seconds: float, repeats: int) -> dict[str, Any]:
+def measure(
+    export_dir: Path, image: bytes, audio, *, ffd_sessions: int, ffd_seconds: float, repeats: int
+) -> dict[str, Any]:
     """Start a server on `export_dir`, run the gate's sessions, return `collect(...)`'s dict."""
     from ditto_triton.benchmarks.inprocess import InProcessPipeline
     from ditto_triton.benchmarks.triton_session import run_session
@@ -95,7 +103,10 @@ def measure(export_dir: Path, image: bytes, audio, *, ffd_sessions: int, ffd_sec
         pipeline.run(audio[: int(WARMUP_SECONDS * SAMPLE_RATE)], "full")
         triton_fps, inprocess_fps, failed = [], [], 0
         for _ in range(repeats):
-            for runs, session in ((triton_fps, lambda: run_session(client, avatar, audio, "full")), (inprocess_fps, lambda: pipeline.run(audio, "full"))):
+            for runs, session in (
+                (triton_fps, lambda: run_session(client, avatar, audio, "full")),
+                (inprocess_fps, lambda: pipeline.run(audio, "full")),
+            ):
                 summary = summarize(session())
                 failed += not summary["complete"]
                 runs.append(summary["fps"] or 0.0)
@@ -155,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report_lines(checks, measured)))
     print(f"bench-gate: {'PASS' if passed else 'FAIL'} ({time.perf_counter() - started:.0f} s)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"passed": passed, "measured": measured, "checks": [c.to_dict() for c in checks]}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps({"passed": passed, "measured": measured, "checks": [c.to_dict() for c in checks]}, indent=2) + "\n"
+    )
     return 0 if passed else 1
 
 

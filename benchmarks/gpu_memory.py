@@ -18,7 +18,9 @@ def used_mib(device: int = 0) -> float | None:
         return None
     out = subprocess.run(
         ["nvidia-smi", f"--id={device}", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     try:
         return float(out.stdout.strip())

@@ -66,7 +66,9 @@ class InProcessPipeline:
         Times count from just before the session is created."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        record = SessionRecord(mode=mode, audio_s=audio.size / SAMPLE_RATE, expected_frames=frames_for_samples(audio.size))
+        record = SessionRecord(
+            mode=mode, audio_s=audio.size / SAMPLE_RATE, expected_frames=frames_for_samples(audio.size)
+        )
         arrivals: list[float] = []
         errors: list[BaseException] = []
         done = threading.Event()

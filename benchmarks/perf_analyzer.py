@@ -53,8 +53,15 @@ RENDER_CHAIN = "render_chain"
 DEFAULT_MODELS = (*STAGE_ORDER, RENDER_CHAIN)
 
 __all__ = [
-    "DEFAULT_MODELS", "PerfAnalyzer", "PerfAnalyzerError", "PerfAnalyzerSetupError", "find_perf_analyzer",
-    "profile_stats", "run_stage", "run_streaming", "sweep_stages",
+    "DEFAULT_MODELS",
+    "PerfAnalyzer",
+    "PerfAnalyzerError",
+    "PerfAnalyzerSetupError",
+    "find_perf_analyzer",
+    "profile_stats",
+    "run_stage",
+    "run_streaming",
+    "sweep_stages",
 ]
 
 
@@ -62,11 +69,15 @@ def _host_port(grpc_url: str) -> str:
     return grpc_url.removeprefix("grpc://").removeprefix("http://")
 
 
-def _measure_args(measurement_ms: int, stability_percentage: float, max_trials: int, stable_percentile: int) -> list[str]:
+def _measure_args(
+    measurement_ms: int, stability_percentage: float, max_trials: int, stable_percentile: int
+) -> list[str]:
     if measurement_ms < 50:
         raise ValueError(f"measurement_ms must be >= 50 (got {measurement_ms})")
     if max_trials < 3:
-        raise ValueError(f"max_trials must be >= 3: perf_analyzer needs three windows to call a result stable (got {max_trials})")
+        raise ValueError(
+            f"max_trials must be >= 3: perf_analyzer needs three windows to call a result stable (got {max_trials})"
+        )
     return [
         f"--measurement-interval={int(measurement_ms)}",
         f"--stability-percentage={stability_percentage:g}",
@@ -112,8 +123,18 @@ def run_stage(
         data.write_text(json.dumps(stage_input_data(info, shapes, seed)))
         report = Path(tmp) / "report.csv"
         args = [
-            "-i", "grpc", "-u", _host_port(grpc_url), "-m", model, "-b", str(batch),
-            f"--concurrency-range={concurrency}", f"--input-data={data}", "-f", str(report),
+            "-i",
+            "grpc",
+            "-u",
+            _host_port(grpc_url),
+            "-m",
+            model,
+            "-b",
+            str(batch),
+            f"--concurrency-range={concurrency}",
+            f"--input-data={data}",
+            "-f",
+            str(report),
             *_measure_args(measurement_ms, stability_percentage, max_trials, stable_percentile),
         ]
         output = tool.run(args, timeout_s)
@@ -183,7 +204,10 @@ def _session_records(
         arrivals = [(ts - t0) / 1e9 for r in requests for ts in r["response_timestamps"][:-1]]
         records.append(
             SessionRecord(
-                mode="full", audio_s=audio_s, expected_frames=frames_per_stream, arrivals_s=arrivals,
+                mode="full",
+                audio_s=audio_s,
+                expected_frames=frames_per_stream,
+                arrivals_s=arrivals,
                 pts_s=[k / FPS for k in range(len(arrivals))],
             )
         )
@@ -247,7 +271,9 @@ def run_streaming(
     steps = -(-n_samples // chunk_samples)
     stats = profile_stats(profile, steps, -(-n_samples // SAMPLES_PER_FRAME), n_samples / SAMPLE_RATE)
     if not stats["sessions"]:
-        raise PerfAnalyzerError(f"no session completed during the measurement; raise measurement_ms (now {measurement_ms})")
+        raise PerfAnalyzerError(
+            f"no session completed during the measurement; raise measurement_ms (now {measurement_ms})"
+        )
     row = summarize_row(rows[0])
     return {
         "model": model,
@@ -276,10 +302,19 @@ def _streaming_args(grpc_url: str, model: str, concurrency: int, data: Path, rep
     # from meeting on one correlation id. It parses the range as 32-bit ints.
     first_id = random.SystemRandom().randrange(1 << 20, (1 << 31) - (1 << 24))
     return [
-        "-i", "grpc", "--streaming", "-u", _host_port(grpc_url), "-m", model,
-        f"--concurrency-range={concurrency}", f"--input-data={data}",
+        "-i",
+        "grpc",
+        "--streaming",
+        "-u",
+        _host_port(grpc_url),
+        "-m",
+        model,
+        f"--concurrency-range={concurrency}",
+        f"--input-data={data}",
         f"--sequence-id-range={first_id}:{first_id + (1 << 23)}",
-        "-f", str(report), f"--profile-export-file={profile}",
+        "-f",
+        str(report),
+        f"--profile-export-file={profile}",
     ]
 
 

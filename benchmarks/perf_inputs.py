@@ -27,8 +27,17 @@ from ditto_triton.streaming.audio import WINDOW_SAMPLES
 HUBERT_WINDOW = WINDOW_SAMPLES  # samples per streaming HuBERT call (20 feature frames)
 DEFAULT_SHAPES: Mapping[str, Mapping[str, tuple[int, ...]]] = {"hubert": {"input_values": (1, HUBERT_WINDOW)}}
 N_TIMESTEPS = 1000
-_NP_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
-              "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
+_NP_DTYPES = {
+    "FP32": np.float32,
+    "FP16": np.float16,
+    "FP64": np.float64,
+    "INT64": np.int64,
+    "INT32": np.int32,
+    "INT16": np.int16,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,9 @@ def _concrete_dims(model: str, tensor: ModelInput, shapes: Mapping[str, Sequence
     if tensor.name in shapes:
         dims = tuple(int(d) for d in shapes[tensor.name])
         if len(dims) != len(tensor.dims) or any(w not in (-1, d) for w, d in zip(tensor.dims, dims)):
-            raise ValueError(f"{model}: shape {list(dims)} for input '{tensor.name}' does not fit its dims {list(tensor.dims)}")
+            raise ValueError(
+                f"{model}: shape {list(dims)} for input '{tensor.name}' does not fit its dims {list(tensor.dims)}"
+            )
         return dims
     if any(d < 0 for d in tensor.dims):
         raise ValueError(
@@ -118,7 +129,9 @@ def b64_tensor(value: np.ndarray) -> dict[str, Any]:
     return {"content": {"b64": base64.b64encode(data).decode("ascii")}, "shape": list(value.shape)}
 
 
-def stage_input_data(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0) -> dict[str, Any]:
+def stage_input_data(
+    info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0
+) -> dict[str, Any]:
     """perf_analyzer `--input-data` JSON (one batch-1 entry) for a stage or ensemble."""
     shapes = {**DEFAULT_SHAPES.get(info.name, {}), **(shapes or {})}
     rng = np.random.default_rng(seed)
@@ -128,7 +141,9 @@ def stage_input_data(info: ModelInfo, shapes: Mapping[str, Sequence[int]] | None
         if tensor.datatype not in _NP_DTYPES:
             if tensor.optional:
                 continue
-            raise ValueError(f"{info.name}: input '{tensor.name}' is {tensor.datatype}; only numeric stage inputs are generated")
+            raise ValueError(
+                f"{info.name}: input '{tensor.name}' is {tensor.datatype}; only numeric stage inputs are generated"
+            )
         dims = _concrete_dims(info.name, tensor, shapes)
         values[tensor.name] = plausible_tensor(tensor.name, dims, np.dtype(_NP_DTYPES[tensor.datatype]), rng, values)
         entry[tensor.name] = b64_tensor(values[tensor.name])

@@ -79,7 +79,9 @@ class PerfAnalyzer:
 
 
 def missing_library_message(binary: Path | str, library: str) -> str:
-    hint = next((h for prefix, h in _LIB_HINTS.items() if library.startswith(prefix)), "install the library that provides it")
+    hint = next(
+        (h for prefix, h in _LIB_HINTS.items() if library.startswith(prefix)), "install the library that provides it"
+    )
     return f"{binary} cannot start: shared library {library} not found; {hint}"
 
 
@@ -123,8 +125,13 @@ def find_perf_analyzer() -> PerfAnalyzer:
 
 
 # -- the CSV --------------------------------------------------------------------------------------
-_LATENCY_COLUMNS = {"p50 latency": "p50_ms", "p90 latency": "p90_ms", "p95 latency": "p95_ms", "p99 latency": "p99_ms",
-                    "Avg latency": "avg_ms"}
+_LATENCY_COLUMNS = {
+    "p50 latency": "p50_ms",
+    "p90 latency": "p90_ms",
+    "p95 latency": "p95_ms",
+    "p99 latency": "p99_ms",
+    "Avg latency": "avg_ms",
+}
 _PART_COLUMNS = {
     "Client Send": "client_send_ms",
     "Network+Server Send/Recv": "network_server_ms",

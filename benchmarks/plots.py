@@ -75,8 +75,12 @@ def stage_throughput(stages: Mapping[str, Mapping[Any, Mapping[str, Any]]], path
 
 
 def _per_level(
-    levels: Sequence[Mapping[str, Any]], series: Sequence[tuple[str, str, str, str]], bound: tuple[float, str],
-    ylabel: str, path: Path, title: str,
+    levels: Sequence[Mapping[str, Any]],
+    series: Sequence[tuple[str, str, str, str]],
+    bound: tuple[float, str],
+    ylabel: str,
+    path: Path,
+    title: str,
 ) -> Path:
     """One line per (key, marker, line style, label) over the concurrency levels, plus a bound."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -97,13 +101,17 @@ def _per_level(
 def sessions_fps(levels: Sequence[Mapping[str, Any]], fps_min: float, path: Path, title: str) -> Path:
     """Slowest and mean session frames/s per concurrency level, with the real-time threshold."""
     series = [("fps_min", "o", "-", "slowest session"), ("fps_mean", "s", "--", "mean over sessions")]
-    return _per_level(levels, series, (fps_min, f"real time ({fps_min:g} frames/s)"), "sustained frames/s per session", path, title)
+    return _per_level(
+        levels, series, (fps_min, f"real time ({fps_min:g} frames/s)"), "sustained frames/s per session", path, title
+    )
 
 
 def sessions_ffd(levels: Sequence[Mapping[str, Any]], ffd_max_ms: float, path: Path, title: str) -> Path:
     """First-frame delay p50/p95 per concurrency level (real-time audio), with the threshold."""
     series = [("ffd_ms_p50", "o", "-", "p50"), ("ffd_ms_p95", "s", "--", "p95")]
-    return _per_level(levels, series, (ffd_max_ms, f"p95 bound ({ffd_max_ms:g} ms)"), "first-frame delay (ms)", path, title)
+    return _per_level(
+        levels, series, (ffd_max_ms, f"p95 bound ({ffd_max_ms:g} ms)"), "first-frame delay (ms)", path, title
+    )
 
 
 def memory_over_time(samples: Sequence[tuple[float, float]], path: Path, title: str, warmup_s: float) -> Path:

@@ -13,7 +13,17 @@ from pathlib import Path
 
 from ditto_triton.benchmarks import DATA_DIR
 
-PACKAGES = ("tritonclient", "nvidia-pytriton", "onnxruntime", "torch", "onnx", "numpy", "locust", "grpcio", "matplotlib")
+PACKAGES = (
+    "tritonclient",
+    "nvidia-pytriton",
+    "onnxruntime",
+    "torch",
+    "onnx",
+    "numpy",
+    "locust",
+    "grpcio",
+    "matplotlib",
+)
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str | None:

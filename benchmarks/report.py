@@ -56,7 +56,9 @@ def _stages_section(stages: Any) -> list[str]:
     rows = []
     for model, by_batch in stages.items():
         for batch, s in sorted(by_batch.items(), key=lambda kv: int(kv[0])):
-            rows.append([model, batch, s.get("p50_ms"), s.get("p95_ms"), s.get("infer_per_s"), _one_line(s.get("error"))])
+            rows.append(
+                [model, batch, s.get("p50_ms"), s.get("p95_ms"), s.get("infer_per_s"), _one_line(s.get("error"))]
+            )
     lines += _table(["model", "batch", "p50 ms", "p95 ms", "infer/s", "error"], rows)
     return lines + ["", "Latency is per request (a whole batch); infer/s counts frames (requests × batch).", ""]
 
@@ -68,16 +70,21 @@ def _batch_section(results: Mapping[str, Any]) -> list[str]:
     lines = ["## Frames/s against batch size (concurrent sessions' frames batched together)", ""]
     rows = [
         [model, b, r["frames_per_s"], r["ms_per_frame"]]
-        for model, m in scaling.items() for b, r in m["by_batch"].items()
+        for model, m in scaling.items()
+        for b, r in m["by_batch"].items()
     ]
     lines += _table(["model", "batch", "frames/s", "ms/frame"], rows)
     lines.append("")
     for model, m in scaling.items():
-        lines.append(f"- {model}: {m['batch1_ms']} ms/frame at batch 1, {m['best_ms']} ms/frame at batch "
-                     f"{m['best_batch']} ({m['speedup']}×)")
+        lines.append(
+            f"- {model}: {m['batch1_ms']} ms/frame at batch 1, {m['best_ms']} ms/frame at batch "
+            f"{m['best_batch']} ({m['speedup']}×)"
+        )
     memory = results.get("gpu_memory_per_session")
     if memory:
-        lines.append(f"- GPU memory per extra session: {memory['mib_per_session']} MiB (peak per level: {memory['points']})")
+        lines.append(
+            f"- GPU memory per extra session: {memory['mib_per_session']} MiB (peak per level: {memory['points']})"
+        )
     return lines + [""]
 
 
@@ -96,13 +103,31 @@ def _sessions_section(results: Mapping[str, Any]) -> list[str]:
     if _error(sessions) or not sessions:
         return lines + [f"Not measured: {_error(sessions) or 'no data'}", ""]
     rows = [
-        [lv["concurrency"], lv["ffd_ms_p50"], lv["ffd_ms_p95"], lv["fps_min"], lv["late_frame_ratio"], lv.get("late_ms_max"),
-         lv["rtf"], lv["failed_sessions"], "yes" if lv["realtime"] else "no"]
+        [
+            lv["concurrency"],
+            lv["ffd_ms_p50"],
+            lv["ffd_ms_p95"],
+            lv["fps_min"],
+            lv["late_frame_ratio"],
+            lv.get("late_ms_max"),
+            lv["rtf"],
+            lv["failed_sessions"],
+            "yes" if lv["realtime"] else "no",
+        ]
         for lv in sessions
     ]
     lines += _table(
-        ["sessions", "FFD p50 ms", "FFD p95 ms", "fps (slowest)", "late ratio (worst)", "worst lateness ms", "RTF (worst)",
-         "failed", "real time"],
+        [
+            "sessions",
+            "FFD p50 ms",
+            "FFD p95 ms",
+            "fps (slowest)",
+            "late ratio (worst)",
+            "worst lateness ms",
+            "RTF (worst)",
+            "failed",
+            "real time",
+        ],
         rows,
     )
     lines += ["", f"**Largest number of real-time sessions: {results.get('max_realtime_sessions')}**", ""]
@@ -131,7 +156,10 @@ def _ratios_section(results: Mapping[str, Any]) -> list[str]:
         lines += [f"ONNX Runtime vs PyTorch not measured: {_error(timing) or 'no data'}", ""]
     else:
         rows = [[s, t["torch_ms"], t["ort_ms"], t["ort_over_torch"]] for s, t in timing.items()]
-        lines += ["ONNX Runtime ÷ PyTorch (speed: PyTorch ms / ORT ms, batch 1, 2 threads, median of repeated calls):", ""]
+        lines += [
+            "ONNX Runtime ÷ PyTorch (speed: PyTorch ms / ORT ms, batch 1, 2 threads, median of repeated calls):",
+            "",
+        ]
         lines += _table(["stage", "PyTorch ms", "ORT ms", "ORT speed-up"], rows) + [""]
     return lines
 
@@ -145,8 +173,11 @@ def _full_section(full: Any) -> list[str]:
     lines += _table(["stage", "ORT ms", "calls"], rows)
     per_frame = full.get("per_frame_ms")
     if per_frame:
-        lines += ["", f"Per-frame render chain (stitch + warp + decoder): {_fmt(per_frame, 0)} ms → "
-                      f"{_fmt(1000 / per_frame)} frames/s on this device."]
+        lines += [
+            "",
+            f"Per-frame render chain (stitch + warp + decoder): {_fmt(per_frame, 0)} ms → "
+            f"{_fmt(1000 / per_frame)} frames/s on this device.",
+        ]
     return lines + [""]
 
 
@@ -220,7 +251,10 @@ def write_report(
     th = results.get("thresholds", {})
     if sessions and not _error(sessions):
         images["frames/s vs sessions"] = plots.sessions_fps(
-            sessions, th.get("fps_min", 25.0), out_dir / "sessions_fps.png", f"Frames/s vs concurrent sessions — {title}"
+            sessions,
+            th.get("fps_min", 25.0),
+            out_dir / "sessions_fps.png",
+            f"Frames/s vs concurrent sessions — {title}",
         )
         images["FFD vs sessions"] = plots.sessions_ffd(
             sessions, th.get("ffd_ms_p95_realtime_max", 0.0), out_dir / "sessions_ffd.png",
@@ -228,7 +262,10 @@ def write_report(
         )  # fmt: skip
     paths = dict(images)
     results_path = out_dir / "results.json"
-    payload = {**results, "stage_latency_ms": {k: [round(v, 3) for v in vs] for k, vs in (latency_samples or {}).items()}}
+    payload = {
+        **results,
+        "stage_latency_ms": {k: [round(v, 3) for v in vs] for k, vs in (latency_samples or {}).items()},
+    }
     results_path.write_text(json.dumps(payload, indent=2) + "\n")
     paths["results.json"] = results_path
     report_path = out_dir / "report.md"

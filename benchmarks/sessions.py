@@ -85,7 +85,9 @@ def summarize_run(run: dict[str, Any], expected_sessions: int) -> tuple[dict[str
     return agg, summaries
 
 
-def level_result(concurrency: int, run: dict[str, Any], thresholds: dict[str, float], sessions_per_user: int = 1) -> dict[str, Any]:
+def level_result(
+    concurrency: int, run: dict[str, Any], thresholds: dict[str, float], sessions_per_user: int = 1
+) -> dict[str, Any]:
     """One concurrency level: the aggregate, its checks and whether it stays real time."""
     agg, summaries = summarize_run(run, concurrency * sessions_per_user)
     level = {"concurrency": concurrency, **agg}

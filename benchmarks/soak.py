@@ -166,7 +166,12 @@ def soak_checks(result: dict[str, Any], th: dict[str, float]) -> list[Check]:
     return [
         Check("frames lost", float(result["frames_lost"]), "<=", 0.0),
         Check("failed sessions", float(result["failed_sessions"]), "<=", 0.0),
-        Check("server memory growth after warm-up", result["memory"].get("growth_ratio"), "<=", th["soak_memory_growth_max"]),
+        Check(
+            "server memory growth after warm-up",
+            result["memory"].get("growth_ratio"),
+            "<=",
+            th["soak_memory_growth_max"],
+        ),
         Check("late-frame ratio, worst session", result["late_frame_ratio_worst"], "<=", th["late_frame_ratio_max"]),
     ]
 
@@ -177,7 +182,12 @@ def write_soak_report(result: dict[str, Any], checks: list[Check], out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "soak.json").write_text(json.dumps({**result, "checks": [c.to_dict() for c in checks]}, indent=2))
     mem = result["memory"]
-    plot = plots.memory_over_time(result["memory_samples"], out_dir / "soak_memory.png", f"tritonserver + stubs RSS, {result['sessions']} sessions", mem.get("warmup_s", 0.0))
+    plot = plots.memory_over_time(
+        result["memory_samples"],
+        out_dir / "soak_memory.png",
+        f"tritonserver + stubs RSS, {result['sessions']} sessions",
+        mem.get("warmup_s", 0.0),
+    )
     lines = [
         f"# Soak: {result['sessions']} concurrent real-time sessions for {result['duration_s']:.0f} s",
         "",
@@ -185,7 +195,10 @@ def write_soak_report(result: dict[str, Any], checks: list[Check], out_dir: Path
         "",
         "| check | measured | threshold | |",
         "|---|---|---|---|",
-        *[f"| {c.name} | {c.measured if c.measured is not None else 'missing'} | {c.op} {c.threshold:g} | {'PASS' if c.passed else 'FAIL'} |" for c in checks],
+        *[
+            f"| {c.name} | {c.measured if c.measured is not None else 'missing'} | {c.op} {c.threshold:g} | {'PASS' if c.passed else 'FAIL'} |"
+            for c in checks
+        ],
         "",
         f"Sessions: {result['completed_sessions']} complete, {result['failed_sessions']} failed; frames "
         f"{result['frames_received']} of {result['frames_expected']}; slowest session {result['fps_min']} frames/s; "
@@ -195,7 +208,10 @@ def write_soak_report(result: dict[str, Any], checks: list[Check], out_dir: Path
         f"{mem.get('final_mb')} MB at the end (growth {mem.get('growth_ratio')}), peak {mem.get('peak_mb')} MB.",
         "",
         "By process (MB, after warm-up → end): "
-        + ", ".join(f"{name} {before:g} → {result['memory_by_process']['end'].get(name, 0):g}" for name, before in sorted(result["memory_by_process"]["warmup_end"].items())),
+        + ", ".join(
+            f"{name} {before:g} → {result['memory_by_process']['end'].get(name, 0):g}"
+            for name, before in sorted(result["memory_by_process"]["warmup_end"].items())
+        ),
         "",
         f"![memory]({plot.name})",
         "",
@@ -224,9 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     log.info("soak: %d sessions for %.1f minutes", args.sessions, args.minutes)
     with local_tritonserver(args.export) as server:
         result = run_soak(server.grpc_url, server.pid, args.sessions, args.minutes * 60, audio, image)
-    result.update(profile="tiny", flavor="python-ort", device=provenance.detect_device(), git_sha=provenance.git_sha(), versions=provenance.versions())
+    result.update(
+        profile="tiny",
+        flavor="python-ort",
+        device=provenance.detect_device(),
+        git_sha=provenance.git_sha(),
+        versions=provenance.versions(),
+    )
     checks = soak_checks(result, thresholds)
-    out = write_soak_report(result, checks, results_dir("tiny", "python-ort", provenance.today(), provenance.host(), args.results_root))
+    out = write_soak_report(
+        result, checks, results_dir("tiny", "python-ort", provenance.today(), provenance.host(), args.results_root)
+    )
     for check in checks:
         print(check.line())
     print(f"report: {out / 'soak.md'}")

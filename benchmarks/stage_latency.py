@@ -25,7 +25,9 @@ MODELS = (*STAGE_ORDER, RENDER_CHAIN)
 _SOURCE_SPEC = {RENDER_CHAIN: "warp_network"}  # an ensemble's inputs are those of its first stage
 
 
-def request_inputs(client: grpcclient.InferenceServerClient, model: str, profile_name: str) -> list[grpcclient.InferInput]:
+def request_inputs(
+    client: grpcclient.InferenceServerClient, model: str, profile_name: str
+) -> list[grpcclient.InferInput]:
     """One batch-1 request for `model`, every input reshaped to the served config's dims."""
     config = client.get_model_config(model, as_json=True)["config"]
     spec = stage_specs(get_profile(profile_name))[_SOURCE_SPEC.get(model, model)]

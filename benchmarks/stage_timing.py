@@ -58,7 +58,11 @@ def time_ort(
         session = ort_session(export_dir / manifest["stages"][name]["file"])
         inputs = sample_inputs(specs[name], batch=1, seed=seed)
         samples = adaptive_samples(lambda s=session, i=inputs: s.run(None, i), budget_s, max_repeats)
-        out[name] = {"batch": 1, "ort_ms": round(statistics.median(samples), 3), "samples_ms": [round(s, 3) for s in samples]}
+        out[name] = {
+            "batch": 1,
+            "ort_ms": round(statistics.median(samples), 3),
+            "samples_ms": [round(s, 3) for s in samples],
+        }
         del session
     return out
 

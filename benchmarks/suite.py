@@ -93,12 +93,20 @@ def throughput(url: str, export_dir: Path, image: bytes, audio, repeats: int) ->
     with DittoClient(url, timeout_s=120, busy_retries=0) as client:
         avatar = client.register_avatar(image, CROP)
         for _ in range(repeats):
-            for runs, record in ((triton_fps, lambda: run_session(client, avatar, audio, "full")), (inprocess_fps, lambda: pipeline.run(audio, "full"))):
+            for runs, record in (
+                (triton_fps, lambda: run_session(client, avatar, audio, "full")),
+                (inprocess_fps, lambda: pipeline.run(audio, "full")),
+            ):
                 summary = summarize(record())
                 if not summary["complete"]:
                     raise RuntimeError(f"incomplete session: {summary['error'] or summary['frames']} frames")
                 runs.append(summary["fps"])
-    return {"triton_fps": max(triton_fps), "inprocess_fps": max(inprocess_fps), "triton_runs": triton_fps, "inprocess_runs": inprocess_fps}
+    return {
+        "triton_fps": max(triton_fps),
+        "inprocess_fps": max(inprocess_fps),
+        "triton_runs": triton_fps,
+        "inprocess_runs": inprocess_fps,
+    }
 
 
 def scrape_metrics(metrics_url: str | None) -> dict[str, Any]:
@@ -107,7 +115,11 @@ def scrape_metrics(metrics_url: str | None) -> dict[str, Any]:
     from ditto_triton.model_repository.prometheus import scrape, session_metrics
 
     samples = scrape(metrics_url)
-    kept = {k: v for k, v in samples.items() if k.startswith(("ditto_", "nv_inference_count", "nv_inference_request_success"))}
+    kept = {
+        k: v
+        for k, v in samples.items()
+        if k.startswith(("ditto_", "nv_inference_count", "nv_inference_request_success"))
+    }
     return {"orchestrator": session_metrics(samples), "samples": kept}
 
 
@@ -116,7 +128,11 @@ def full_profile(export_dir: Path, budget_s: float) -> dict[str, Any]:
 
     ensure_export(export_dir, "full", parity=False)
     stages = time_ort(export_dir, budget_s=budget_s, max_repeats=20)
-    return {"export": str(export_dir), "stages": stages, "per_frame_ms": round(sum(stages[s]["ort_ms"] for s in RENDER_STAGES), 1)}
+    return {
+        "export": str(export_dir),
+        "stages": stages,
+        "per_frame_ms": round(sum(stages[s]["ort_ms"] for s in RENDER_STAGES), 1),
+    }
 
 
 @dataclass
@@ -260,8 +276,14 @@ def measure_sessions(run: SuiteRun) -> dict[str, Any]:
     args = run.args
     with GpuMemorySampler() as memory:
         return sweep_sessions(
-            run.url, image=args.image, audio=args.audio, thresholds=run.results["thresholds"],
-            max_concurrency=args.max_sessions, min_levels=args.min_levels, seconds=args.seconds, on_level=on_level,
+            run.url,
+            image=args.image,
+            audio=args.audio,
+            thresholds=run.results["thresholds"],
+            max_concurrency=args.max_sessions,
+            min_levels=args.min_levels,
+            seconds=args.seconds,
+            on_level=on_level,
         )
 
 
@@ -294,7 +316,9 @@ def keep_stage_timing(run: SuiteRun, timing: dict[str, Any]) -> None:
     results["stage_timing"] = timing
     through = results["throughput"]
     results["ratios"] = {
-        "triton_over_inprocess": round(through["triton_fps"] / through["inprocess_fps"], 3) if "error" not in through else None,
+        "triton_over_inprocess": round(through["triton_fps"] / through["inprocess_fps"], 3)
+        if "error" not in through
+        else None,
         "ort_over_torch": {s: t["ort_over_torch"] for s, t in timing.items()} if "error" not in timing else {},
     }
 
@@ -314,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Ditto on Triton benchmark suite (make bench).")
     p.add_argument("--profile", default="tiny", choices=("tiny", "full"))
     p.add_argument(
-        "--flavor", default="python-ort",
+        "--flavor",
+        default="python-ort",
         help="model repository flavor: python-ort and torch are served by a local tritonserver, onnxruntime/tensorrt need --url",
     )
     p.add_argument("--instance-kind", choices=("cpu", "gpu"), default=None, help="local server: default per flavor")
@@ -325,10 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-full", action="store_true", help="skip the full profile's per-stage timing")
     p.add_argument("--skip-stages", action="store_true", help="skip perf_analyzer and the latency CDFs")
     p.add_argument(
-        "--skip-inprocess", action="store_true",
+        "--skip-inprocess",
+        action="store_true",
         help="skip the in-process CPU baselines (Triton ÷ in-process, ORT vs PyTorch): for GPU runs of the full profile",
     )
-    p.add_argument("--url", default=None, help="use this running server (loopback gRPC host:port) instead of starting one")
+    p.add_argument(
+        "--url", default=None, help="use this running server (loopback gRPC host:port) instead of starting one"
+    )
     p.add_argument("--metrics-url", default=None, help="its metrics URL (with --url)")
     p.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
     p.add_argument("--audio", type=Path, default=SAMPLE_AUDIO)
@@ -346,7 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-budget-s", type=float, default=8.0, help="seconds of timed calls per full stage")
     p.add_argument("--thresholds", type=Path, default=None)
     p.add_argument("--results-root", type=Path, default=RESULTS_DIR)
-    p.add_argument("--out", type=Path, default=None, help="results directory (default: <results-root>/<date>-<host>-<profile>-<flavor>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results directory (default: <results-root>/<date>-<host>-<profile>-<flavor>)",
+    )
     return p
 
 

@@ -38,7 +38,10 @@ from ditto_triton.protocol import (
 )
 
 REMEMBERED_AVATARS = 16  # avatar sources a client keeps to send with START
-_AUDIO_INPUTS = {np.dtype(np.float32): tensor(ORCHESTRATOR_INPUTS, "audio"), np.dtype(np.int16): tensor(ORCHESTRATOR_INPUTS, "audio_int16")}
+_AUDIO_INPUTS = {
+    np.dtype(np.float32): tensor(ORCHESTRATOR_INPUTS, "audio"),
+    np.dtype(np.int16): tensor(ORCHESTRATOR_INPUTS, "audio_int16"),
+}
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,9 @@ class StreamSession:
                 self._finished += 1
             elif kind == "lost":
                 self._failed = True
-                raise ConnectionLostError(f"lost the connection to the Triton server at {self.url} mid-session: {value}")
+                raise ConnectionLostError(
+                    f"lost the connection to the Triton server at {self.url} mid-session: {value}"
+                )
             else:
                 self._finished += 1
                 self._failed = True
@@ -339,7 +344,9 @@ class DittoClient:
         self.retry_delay_s = retry_delay_s
         self._avatar_sources: OrderedDict[str, AvatarSource] = OrderedDict()
         if "://" in url:
-            raise ServerUnavailableError(f"invalid server URL {url!r}: give the gRPC endpoint as host:port, without a scheme")
+            raise ServerUnavailableError(
+                f"invalid server URL {url!r}: give the gRPC endpoint as host:port, without a scheme"
+            )
         try:
             self._client = grpcclient.InferenceServerClient(url)
             ready = self._client.is_server_ready(headers=self.headers, client_timeout=timeout_s)
@@ -373,7 +380,10 @@ class DittoClient:
             inputs.append(_bytes_input("options", json.dumps(options).encode(), batched=False))
         try:
             result = self._client.infer(
-                AVATAR_REGISTRY, inputs, outputs=[grpcclient.InferRequestedOutput("avatar_id")], headers=self.headers,
+                AVATAR_REGISTRY,
+                inputs,
+                outputs=[grpcclient.InferRequestedOutput("avatar_id")],
+                headers=self.headers,
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
@@ -416,8 +426,10 @@ class DittoClient:
             failure: list[BaseException] = []
             abandoned = threading.Event()
             sender = threading.Thread(
-                target=self._feed, args=(session, chunks, started, realtime, controls, failure, abandoned),
-                daemon=True, name="ditto-audio-sender",
+                target=self._feed,
+                args=(session, chunks, started, realtime, controls, failure, abandoned),
+                daemon=True,
+                name="ditto-audio-sender",
             )
             sender.start()
             accepted = refused = False
@@ -444,8 +456,13 @@ class DittoClient:
 
     @staticmethod
     def _feed(
-        session: StreamSession, chunks: _Replayable, started: float, realtime: bool, controls: list[dict] | None,
-        failure: list[BaseException], abandoned: threading.Event,
+        session: StreamSession,
+        chunks: _Replayable,
+        started: float,
+        realtime: bool,
+        controls: list[dict] | None,
+        failure: list[BaseException],
+        abandoned: threading.Event,
     ) -> None:
         """Send every chunk (the last one with END), paced to the audio's clock with `realtime`."""
         try:

@@ -18,7 +18,9 @@ class Mp4Writer:
     """Frames are added as they arrive; `audio` ((N,) or (N, channels) float32 in [-1, 1] at
     `rate`) is muxed in as AAC at `close`."""
 
-    def __init__(self, path: Path, audio: np.ndarray | None = None, rate: int = SAMPLE_RATE, fps: int = FPS, crf: int = 18) -> None:
+    def __init__(
+        self, path: Path, audio: np.ndarray | None = None, rate: int = SAMPLE_RATE, fps: int = FPS, crf: int = 18
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = fps

@@ -151,7 +151,9 @@ def _check_plan_arguments(sessions_per_replica: Any, users: Any, headroom: Any, 
         raise ValueError(f"max_replicas must be an integer >= 1 or None, got {max_replicas!r}")
 
 
-def plan_for(run: BenchmarkRun, users: int, headroom: float = DEFAULT_HEADROOM, max_replicas: int | None = None) -> Plan:
+def plan_for(
+    run: BenchmarkRun, users: int, headroom: float = DEFAULT_HEADROOM, max_replicas: int | None = None
+) -> Plan:
     """`plan()` with a run's measured sessions per replica and memory."""
     if run.sessions_per_replica < 1:
         raise CapacityError(

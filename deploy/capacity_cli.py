@@ -38,14 +38,29 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ditto-capacity", description="Replicas and Helm values for N concurrent Ditto sessions, from benchmark results.")
+    p = _Parser(
+        prog="ditto-capacity",
+        description="Replicas and Helm values for N concurrent Ditto sessions, from benchmark results.",
+    )
     p.add_argument("--results", type=Path, default=RESULTS_DIR,
                    help="a results.json, a run's results directory, or a directory of them (default: benchmarks/results)")  # fmt: skip
     p.add_argument("--users", type=int, default=None, help="concurrent sessions to plan for")
-    p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, help="fraction kept free below the admission limit, in [0, 1)")
+    p.add_argument(
+        "--headroom",
+        type=float,
+        default=DEFAULT_HEADROOM,
+        help="fraction kept free below the admission limit, in [0, 1)",
+    )
     p.add_argument("--max-replicas", type=int, default=None, help="cap on replicas (GPUs) available")
-    p.add_argument("--format", choices=("text", "yaml", "set"), default="text", help="text, a values.yaml fragment, or helm --set flags")
-    p.add_argument("--write-page", type=Path, default=None, metavar="FILE", help="write the capacity page (markdown) to FILE")
+    p.add_argument(
+        "--format",
+        choices=("text", "yaml", "set"),
+        default="text",
+        help="text, a values.yaml fragment, or helm --set flags",
+    )
+    p.add_argument(
+        "--write-page", type=Path, default=None, metavar="FILE", help="write the capacity page (markdown) to FILE"
+    )
     return p
 
 

@@ -32,7 +32,9 @@ CRD_KINDS = ("ServiceMonitor", "PodMonitor")
 Manifest = dict[str, Any]
 
 
-def render_chart(values: dict[str, Any] | None = None, release: str = "ditto", namespace: str = "ditto") -> list[Manifest]:
+def render_chart(
+    values: dict[str, Any] | None = None, release: str = "ditto", namespace: str = "ditto"
+) -> list[Manifest]:
     """Render the chart as `helm install` would and return its manifests as parsed YAML documents.
 
     Empty documents (disabled templates) and NOTES.txt are skipped; the documents come in template-path
@@ -136,7 +138,9 @@ def validate_manifests(manifests: list[Manifest], version: str = KUBERNETES_VERS
             path = ".".join(str(p) for p in err.path)
             problems.append(f"{_name(manifest)}: {path + ': ' if path else ''}{err.message}")
         except kubernetes_validate.SchemaNotFoundError:
-            problems.append(f"{_name(manifest)}: no schema for {manifest.get('apiVersion')} {manifest.get('kind')} in Kubernetes {version}")
+            problems.append(
+                f"{_name(manifest)}: no schema for {manifest.get('apiVersion')} {manifest.get('kind')} in Kubernetes {version}"
+            )
     return problems
 
 
@@ -215,7 +219,13 @@ def loopback_envoy_config(
 def _make_static(cluster: dict[str, Any], replicas: list[tuple[int, int]]) -> None:
     """The cluster with one loopback endpoint per (grpc_port, health_port) instead of the chart's DNS discovery."""
     # The chart's DNS discovery (the envoy.cluster.dns extension, or the older Cluster-level fields) goes.
-    for dns_only in ("cluster_type", "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_failure_refresh_rate"):
+    for dns_only in (
+        "cluster_type",
+        "dns_refresh_rate",
+        "respect_dns_ttl",
+        "dns_lookup_family",
+        "dns_failure_refresh_rate",
+    ):
         cluster.pop(dns_only, None)
     cluster["type"] = "STATIC"
     endpoints = [

@@ -27,7 +27,11 @@ ALLOWED_GLOBALS = frozenset(
         ("numpy.core.numeric", "_frombuffer"),
         ("numpy._core.numeric", "_frombuffer"),
         ("collections", "OrderedDict"),
-        *((module, name) for module in ("builtins", "__builtin__") for name in ("set", "frozenset", "complex", "bytearray")),
+        *(
+            (module, name)
+            for module in ("builtins", "__builtin__")
+            for name in ("set", "frozenset", "complex", "bytearray")
+        ),
         ("_codecs", "encode"),
     }
 )

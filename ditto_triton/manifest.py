@@ -102,8 +102,10 @@ def stale_reason(export_dir: Path, profile_name: str) -> str | None:
         return f"{export_dir} was exported with other {profile_name} sizes than the current profile"
     specs = stage_specs(get_profile(profile_name))
     changed = [
-        name for name, entry in manifest["stages"].items()
-        if name in specs and (entry.get("inputs"), entry.get("outputs"))
+        name
+        for name, entry in manifest["stages"].items()
+        if name in specs
+        and (entry.get("inputs"), entry.get("outputs"))
         != ([tensor_entry(t) for t in specs[name].inputs], [tensor_entry(t) for t in specs[name].outputs])
     ]
     if changed:

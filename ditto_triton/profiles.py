@@ -166,7 +166,9 @@ class Profile:
             "decoder.feature_size == warp.feature_size": self.decoder.feature_size == self.warp.feature_size,
             "appearance.image_size == motion.image_size": self.appearance.image_size == self.motion.image_size,
             "lmdm.audio_dim == hubert.hidden_size": self.lmdm.audio_dim == self.hubert.hidden_size,
-            "warp.num_kp == motion.num_kp == stitch.num_kp": self.warp.num_kp == self.motion.num_kp == self.stitch.num_kp,
+            "warp.num_kp == motion.num_kp == stitch.num_kp": self.warp.num_kp
+            == self.motion.num_kp
+            == self.stitch.num_kp,
             "lmdm.motion_dim == 1 + 3*bins + 3 + 3*kp": self.lmdm.motion_dim
             == 1 + 3 * self.motion.num_bins + 3 + 3 * self.motion.num_kp,
         }
@@ -184,9 +186,7 @@ FULL = Profile(name="full")
 
 TINY = Profile(
     name="tiny",
-    appearance=AppearanceConfig(
-        image_size=64, block_expansion=8, max_features=16, reshape_channel=4, reshape_depth=4
-    ),
+    appearance=AppearanceConfig(image_size=64, block_expansion=8, max_features=16, reshape_channel=4, reshape_depth=4),
     motion=MotionConfig(image_size=64, dims=(16, 32, 64, 128)),
     warp=WarpConfig(
         block_expansion=4,

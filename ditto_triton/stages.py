@@ -95,10 +95,13 @@ def _keypoints(profile: Profile) -> tuple[int, ...]:
 def _appearance_extractor(profile: Profile) -> StageSpec:
     size = profile.appearance.image_size
     return StageSpec(
-        "appearance_extractor", "appearance_extractor.onnx", "appearance_extractor.pth",
+        "appearance_extractor",
+        "appearance_extractor.onnx",
+        "appearance_extractor.pth",
         inputs=(TensorSpec("image", (B, 3, size, size)),),
         outputs=(TensorSpec("pred", _feature_volume(profile)),),
-        batch_dynamic=True, per_frame=True,
+        batch_dynamic=True,
+        per_frame=True,
         description="F: cropped source face (RGB in [0,1]) -> 3-D appearance feature volume f_s",
     )
 
@@ -106,7 +109,9 @@ def _appearance_extractor(profile: Profile) -> StageSpec:
 def _motion_extractor(profile: Profile) -> StageSpec:
     m = profile.motion
     return StageSpec(
-        "motion_extractor", "motion_extractor.onnx", "motion_extractor.pth",
+        "motion_extractor",
+        "motion_extractor.onnx",
+        "motion_extractor.pth",
         inputs=(TensorSpec("image", (B, 3, m.image_size, m.image_size)),),
         outputs=(
             TensorSpec("pitch", (B, m.num_bins)),
@@ -117,7 +122,8 @@ def _motion_extractor(profile: Profile) -> StageSpec:
             TensorSpec("scale", (B, 1)),
             TensorSpec("kp", (B, 3 * m.num_kp)),
         ),
-        batch_dynamic=True, per_frame=True,
+        batch_dynamic=True,
+        per_frame=True,
         description="M: face image -> pose bin logits, translation, expression, scale, canonical keypoints",
     )
 
@@ -126,14 +132,17 @@ def _warp_network(profile: Profile) -> StageSpec:
     _, _, h, w = profile.appearance.feature_shape
     kp = _keypoints(profile)
     return StageSpec(
-        "warp_network", "warp_network.onnx", "warp_network.pth",
+        "warp_network",
+        "warp_network.onnx",
+        "warp_network.pth",
         inputs=(
             TensorSpec("feature_3d", _feature_volume(profile)),
             TensorSpec("kp_source", kp),
             TensorSpec("kp_driving", kp),
         ),
         outputs=(TensorSpec("out", (B, profile.warp.out_channels, h, w)),),
-        batch_dynamic=True, per_frame=True,
+        batch_dynamic=True,
+        per_frame=True,
         description="W: warp f_s from source to driving keypoints (two 5-D grid samples) -> 2-D feature",
     )
 
@@ -141,10 +150,13 @@ def _warp_network(profile: Profile) -> StageSpec:
 def _decoder(profile: Profile) -> StageSpec:
     d = profile.decoder
     return StageSpec(
-        "decoder", "decoder.onnx", "decoder.pth",
+        "decoder",
+        "decoder.onnx",
+        "decoder.pth",
         inputs=(TensorSpec("feature", (B, d.input_channels, d.feature_size, d.feature_size)),),
         outputs=(TensorSpec("output", (B, 3, d.output_size, d.output_size)),),
-        batch_dynamic=True, per_frame=True,
+        batch_dynamic=True,
+        per_frame=True,
         description="G: SPADE decoder, warped feature -> RGB face crop in [0,1]",
     )
 
@@ -152,10 +164,13 @@ def _decoder(profile: Profile) -> StageSpec:
 def _stitch_network(profile: Profile) -> StageSpec:
     kp = _keypoints(profile)
     return StageSpec(
-        "stitch_network", "stitch_network.onnx", "stitch_network.pth",
+        "stitch_network",
+        "stitch_network.onnx",
+        "stitch_network.pth",
         inputs=(TensorSpec("kp_source", kp), TensorSpec("kp_driving", kp)),
         outputs=(TensorSpec("out", kp),),
-        batch_dynamic=True, per_frame=True,
+        batch_dynamic=True,
+        per_frame=True,
         description="S: stitching MLP, corrects driving keypoints for seamless paste-back",
     )
 
@@ -164,7 +179,9 @@ def _lmdm(profile: Profile) -> StageSpec:
     lm = profile.lmdm
     window = (B, lm.seq_frames, lm.motion_dim)
     return StageSpec(
-        "lmdm", "lmdm_v0.4_hubert.onnx", "lmdm_v0.4_hubert.pth",
+        "lmdm",
+        "lmdm_v0.4_hubert.onnx",
+        "lmdm_v0.4_hubert.pth",
         inputs=(
             TensorSpec("x", window),
             TensorSpec("cond_frame", (B, lm.motion_dim)),
@@ -173,16 +190,20 @@ def _lmdm(profile: Profile) -> StageSpec:
             TensorSpec("guidance_weight", (B,)),
         ),
         outputs=(TensorSpec("pred_noise", window), TensorSpec("x_start", window)),
-        batch_dynamic=True, per_frame=False,
+        batch_dynamic=True,
+        per_frame=False,
         description="LMDM: one classifier-free-guided denoising step of an 80-frame motion window (per-sample guidance weight)",
     )
 
 
 def _hubert(profile: Profile) -> StageSpec:
     return StageSpec(
-        "hubert", "hubert.onnx", None,
+        "hubert",
+        "hubert.onnx",
+        None,
         inputs=(TensorSpec("input_values", (1, DYNAMIC)),),
         outputs=(TensorSpec("encoding_out", (DYNAMIC, profile.hubert.hidden_size)),),
-        batch_dynamic=False, per_frame=False,
+        batch_dynamic=False,
+        per_frame=False,
         description="HuBERT streaming encoder: 16 kHz samples -> 50 Hz features (2-D, no batch axis)",
     )

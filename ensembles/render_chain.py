@@ -14,7 +14,9 @@ RENDER_CHAIN = Chain(
     inputs=("feature_3d", "kp_source", "kp_driving"),
     outputs=("output",),
     steps=(
-        ChainStep("stitch_network", {"kp_source": "kp_source", "kp_driving": "kp_driving"}, {"out": "kp_driving_stitched"}),
+        ChainStep(
+            "stitch_network", {"kp_source": "kp_source", "kp_driving": "kp_driving"}, {"out": "kp_driving_stitched"}
+        ),
         ChainStep(
             "warp_network",
             {"feature_3d": "feature_3d", "kp_source": "kp_source", "kp_driving": "kp_driving_stitched"},

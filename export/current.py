@@ -34,5 +34,7 @@ def ensure_export(export_dir: Path, profile_name: str, *, parity: bool = True, s
     from ditto_triton.export.pipeline import ExportOptions, export_all
 
     log.info("exporting the %s profile to %s (%s)", profile_name, export_dir, reason)
-    export_all(ExportOptions(profile=get_profile(profile_name), weights="synthetic", seed=seed, out=export_dir, parity=parity))
+    export_all(
+        ExportOptions(profile=get_profile(profile_name), weights="synthetic", seed=seed, out=export_dir, parity=parity)
+    )
     return export_dir

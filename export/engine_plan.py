@@ -95,7 +95,9 @@ def profile_shapes(spec: StageSpec, profile: Profile, max_batch_size: int) -> di
         batches = (1, max(1, max_batch_size // 2), max_batch_size)
         return {t.name: tuple(t.example_shape(batch=b) for b in batches) for t in spec.inputs}
     window = profile.hubert.window_samples
-    return {t.name: tuple(t.example_shape(dynamic_length=n) for n in (window // 2, window, window * 2)) for t in spec.inputs}
+    return {
+        t.name: tuple(t.example_shape(dynamic_length=n) for n in (window // 2, window, window * 2)) for t in spec.inputs
+    }
 
 
 def trt_stages(warp_runner: str) -> list[str]:
@@ -140,7 +142,9 @@ def gpu_identity(device: int = 0) -> dict[str, str]:
     fields = "name,compute_cap,driver_version,memory.total"
     text = subprocess.run(
         ["nvidia-smi", f"--id={device}", f"--query-gpu={fields}", "--format=csv,noheader"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     name, cc, driver, memory = (part.strip() for part in text.split(","))
     return {"name": name, "compute_capability": cc, "driver": driver, "memory": memory}
@@ -205,11 +209,17 @@ def gridsample_for_plugin(src: Path, dst: Path) -> int:
         mode = attrs.get("mode", b"linear").decode()
         padding = attrs.get("padding_mode", b"zeros").decode()
         if mode not in modes or padding not in paddings:
-            raise EnginePlanError(f"{src}: GridSample {node.name!r} mode {mode!r}/{padding!r} has no GridSample3D equivalent")
+            raise EnginePlanError(
+                f"{src}: GridSample {node.name!r} mode {mode!r}/{padding!r} has no GridSample3D equivalent"
+            )
         nodes.append(
             helper.make_node(
-                GRID_PLUGIN, list(node.input), list(node.output), name=node.name,
-                interpolation_mode=modes[mode], padding_mode=paddings[padding],
+                GRID_PLUGIN,
+                list(node.input),
+                list(node.output),
+                name=node.name,
+                interpolation_mode=modes[mode],
+                padding_mode=paddings[padding],
                 align_corners=int(attrs.get("align_corners", 0)),
             )
         )

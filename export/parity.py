@@ -56,7 +56,11 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
 
 
 def time_stage(
-    module: nn.Module, session: ort.InferenceSession, input_names: list[str], inputs: dict[str, np.ndarray], repeats: int
+    module: nn.Module,
+    session: ort.InferenceSession,
+    input_names: list[str],
+    inputs: dict[str, np.ndarray],
+    repeats: int,
 ) -> dict[str, float]:
     """Median CPU milliseconds per call, PyTorch eager vs ONNX Runtime, same inputs."""
     args = tuple(torch.from_numpy(inputs[n]) for n in input_names)

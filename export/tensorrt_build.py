@@ -68,7 +68,9 @@ def build_plan(build: ep.EngineBuild, out: Path, *, plugin_library: Path | None,
     scratch = None
     if build.plugin is not None:
         if plugin_library is None or not Path(plugin_library).is_file():
-            raise EngineBuildError(f"{build.stage}: the {build.plugin} plugin library is needed (--plugin {ep.GRID_PLUGIN_LIBRARY})")
+            raise EngineBuildError(
+                f"{build.stage}: the {build.plugin} plugin library is needed (--plugin {ep.GRID_PLUGIN_LIBRARY})"
+            )
         builder.get_plugin_registry().load_library(str(plugin_library))
         scratch = tempfile.TemporaryDirectory()
         onnx_path = Path(scratch.name) / build.onnx.name
@@ -104,7 +106,12 @@ def build_plan(build: ep.EngineBuild, out: Path, *, plugin_library: Path | None,
 
 
 def build_all(
-    export_dir: Path, engines_dir: Path, *, max_batch_size: int, warp_runner: str, plugin_library: Path | None,
+    export_dir: Path,
+    engines_dir: Path,
+    *,
+    max_batch_size: int,
+    warp_runner: str,
+    plugin_library: Path | None,
     device: int = 0,
 ) -> Path:
     """Build (or reuse from the cache) every plan and write `engines.json`; returns its path."""
@@ -145,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export", type=Path, required=True, help="ditto-export output directory")
     parser.add_argument("--engines", type=Path, required=True, help="plan cache directory (a volume in the container)")
     parser.add_argument(
-        "--max-batch-size", type=int, default=DEFAULT_LIMITS.max_batch_size,
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_LIMITS.max_batch_size,
         help="largest batch of the profiles (default %(default)s)",
     )
     parser.add_argument("--warp-runner", choices=ep.WARP_RUNNERS, default="torch", help="default %(default)s")
@@ -170,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.warp_runner == "plugin" and args.plugin is None:
             raise ep.EnginePlanError(f"--warp-runner plugin needs --plugin PATH/{ep.GRID_PLUGIN_LIBRARY}")
         path = build_all(
-            args.export, args.engines, max_batch_size=args.max_batch_size, warp_runner=args.warp_runner,
-            plugin_library=args.plugin, device=args.device,
+            args.export,
+            args.engines,
+            max_batch_size=args.max_batch_size,
+            warp_runner=args.warp_runner,
+            plugin_library=args.plugin,
+            device=args.device,
         )
     except (ep.EnginePlanError, EngineBuildError, FileNotFoundError) as err:
         print(f"ditto-trt-build: {err}", file=sys.stderr)

@@ -122,4 +122,3 @@ def load_checkpoint_module(net: StageNetwork, spec: StageSpec, profile: Profile,
         load_checkpoint(net.state_module(module), Path(path), net.nesting)
     net.prepare_export(module)
     return module.eval()
-

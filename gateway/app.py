@@ -55,7 +55,9 @@ class _Triton:
     def register(self, data: bytes, kind: str) -> str:
         """The avatar id of a portrait (`kind` "image") or a video."""
         c = self.client()
-        return c.register_video(data, dict(AVATAR_CROP)) if kind == "video" else c.register_avatar(data, dict(AVATAR_CROP))
+        return (
+            c.register_video(data, dict(AVATAR_CROP)) if kind == "video" else c.register_avatar(data, dict(AVATAR_CROP))
+        )
 
 
 def create_app(triton_url: str, sample_image: Path | None = None, timeout_s: float = 60.0) -> FastAPI:

@@ -37,7 +37,9 @@ def pcm_from_message(message: bytes) -> np.ndarray:
     if len(message) % 2:
         raise ProtocolError(f"audio messages are int16 PCM: {len(message)} bytes is not a whole number of samples")
     if len(message) > MAX_AUDIO_MESSAGE_BYTES:
-        raise ProtocolError(f"audio message of {len(message)} bytes; send at most {MAX_AUDIO_MESSAGE_BYTES} (10 s) at a time")
+        raise ProtocolError(
+            f"audio message of {len(message)} bytes; send at most {MAX_AUDIO_MESSAGE_BYTES} (10 s) at a time"
+        )
     return np.frombuffer(message, "<i2").astype(np.int16)
 
 

@@ -56,7 +56,7 @@ def _to_model_shape(array: np.ndarray, spec: WireTensor, batched: bool) -> np.nd
     if spec.wire_shape == spec.model_shape or _matches(array.shape, spec.model_shape):
         return array
     lead = (array.shape[0],) if batched else ()
-    return array.reshape(lead + tuple(spec.model_shape[len(lead):]))
+    return array.reshape(lead + tuple(spec.model_shape[len(lead) :]))
 
 
 def conform_request(
@@ -90,9 +90,7 @@ def conform_request(
             if size < 1:
                 raise RequestError(f"input {spec.name!r}: empty batch (shape {_fmt(array.shape)})")
             if batch is not None and size != batch:
-                raise RequestError(
-                    f"input {spec.name!r}: batch size {size} differs from the other inputs' {batch}"
-                )
+                raise RequestError(f"input {spec.name!r}: batch size {size} differs from the other inputs' {batch}")
             batch = size
         out[spec.name] = _to_model_shape(array, spec, batched)
     return out, (batch if batched and batch is not None else 1)
@@ -112,7 +110,7 @@ def _to_wire(array: np.ndarray, spec: WireTensor, batched: bool) -> np.ndarray:
     if spec.wire_shape == spec.model_shape:
         return array
     lead = (array.shape[0],) if batched else ()
-    return array.reshape(lead + tuple(spec.wire_shape[len(lead):]))
+    return array.reshape(lead + tuple(spec.wire_shape[len(lead) :]))
 
 
 def run_requests(

@@ -61,19 +61,30 @@ class Settings:
         warp = env.get("DITTO_WARP_RUNNER") or None
         try:
             check_warp_runner(flavor, warp)
-            numbers = {n: int(get(n.upper(), getattr(base, n))) for n in ("max_batch_size", "max_sessions", "health_port")}
+            numbers = {
+                n: int(get(n.upper(), getattr(base, n))) for n in ("max_batch_size", "max_sessions", "health_port")
+            }
             drain_timeout_s = float(get("DRAIN_TIMEOUT_S", base.drain_timeout_s))
         except ValueError as err:
-            raise ValueError(f"DITTO_WARP_RUNNER / DITTO_MAX_* / DITTO_HEALTH_PORT / DITTO_DRAIN_TIMEOUT_S: {err}") from None
+            raise ValueError(
+                f"DITTO_WARP_RUNNER / DITTO_MAX_* / DITTO_HEALTH_PORT / DITTO_DRAIN_TIMEOUT_S: {err}"
+            ) from None
         if drain_timeout_s < 0:
             raise ValueError(f"DITTO_DRAIN_TIMEOUT_S must be >= 0, not {drain_timeout_s:g}")
         graphs = get("CUDA_GRAPHS", "false").lower()
         if graphs not in ("true", "false", "1", "0"):
             raise ValueError(f"DITTO_CUDA_GRAPHS must be true or false, not {graphs!r}")
         return cls(
-            flavor=flavor, profile=profile, weights=get("WEIGHTS", base.weights), cache=Path(get("CACHE", base.cache)),
-            warp_runner=warp, cuda_graphs=graphs in ("true", "1"), model_repository=env.get("DITTO_MODEL_REPOSITORY") or None,
-            drain_timeout_s=drain_timeout_s, drain_file=Path(env.get(DRAIN_FILE_ENV) or DEFAULT_DRAIN_FILE), **numbers,
+            flavor=flavor,
+            profile=profile,
+            weights=get("WEIGHTS", base.weights),
+            cache=Path(get("CACHE", base.cache)),
+            warp_runner=warp,
+            cuda_graphs=graphs in ("true", "1"),
+            model_repository=env.get("DITTO_MODEL_REPOSITORY") or None,
+            drain_timeout_s=drain_timeout_s,
+            drain_file=Path(env.get(DRAIN_FILE_ENV) or DEFAULT_DRAIN_FILE),
+            **numbers,
         )
 
     @property
@@ -100,14 +111,25 @@ def steps(settings: Settings, export_ready: bool, server_args: list[str]) -> lis
         return [[TRITONSERVER, f"--model-repository={s.model_repository}", *server_args]]
     out = []
     if not export_ready:
-        out.append(["ditto-export", "--profile", s.profile, "--weights", s.weights, "--out", str(s.export_dir), "--no-parity"])
+        out.append(
+            ["ditto-export", "--profile", s.profile, "--weights", s.weights, "--out", str(s.export_dir), "--no-parity"]
+        )
     batch = ["--max-batch-size", str(s.max_batch_size)]
     plugin = f"{PLUGIN_DIR}/{GRID_PLUGIN_LIBRARY}"
     if s.flavor == "tensorrt":
         build = ["ditto-trt-build", "--export", str(s.export_dir), "--engines", str(s.engines_dir), *batch]
         build += ["--warp-runner", s.warp_runner or "torch"] + (["--plugin", plugin] if s.plugin_plan else [])
         out.append(build)
-    render = ["ditto-serve", "--export", str(s.export_dir), "--flavor", s.flavor, "--repo", str(s.repo_dir), "--render-only"]
+    render = [
+        "ditto-serve",
+        "--export",
+        str(s.export_dir),
+        "--flavor",
+        s.flavor,
+        "--repo",
+        str(s.repo_dir),
+        "--render-only",
+    ]
     render += [*batch, "--max-sessions", str(s.max_sessions)]
     if s.warp_runner:
         render += ["--warp-runner", s.warp_runner]
@@ -127,7 +149,9 @@ def export_ready(settings: Settings) -> bool:
     """An export of the wanted profile whose stage I/O matches this code (else it is redone)."""
     from ditto_triton.manifest import stale_reason
 
-    return (settings.export_dir / "manifest.json").is_file() and stale_reason(settings.export_dir, settings.profile) is None
+    return (settings.export_dir / "manifest.json").is_file() and stale_reason(
+        settings.export_dir, settings.profile
+    ) is None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,8 +185,11 @@ def serve_supervised(command: list[str], settings: Settings) -> int:
         return ProcessChild(subprocess.Popen(command, env={**os.environ, **drain_env}, start_new_session=True))
 
     return run_supervised(
-        start, drain_path=settings.drain_file, drain_timeout_s=settings.drain_timeout_s,
-        health_host="0.0.0.0", health_port=settings.health_port,
+        start,
+        drain_path=settings.drain_file,
+        drain_timeout_s=settings.drain_timeout_s,
+        health_host="0.0.0.0",
+        health_port=settings.health_port,
     )
 
 

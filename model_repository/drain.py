@@ -88,10 +88,14 @@ def drain(path: Path, metrics_url: str, timeout_s: float, log: Callable[[str], N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ditto-drain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--wait", action="store_true", help="wait until the live sessions have ended (preStop)")
-    parser.add_argument("--drain-file", type=Path, default=None, help=f"default ${DRAIN_FILE_ENV} or {DEFAULT_DRAIN_FILE}")
+    parser.add_argument(
+        "--drain-file", type=Path, default=None, help=f"default ${DRAIN_FILE_ENV} or {DEFAULT_DRAIN_FILE}"
+    )
     parser.add_argument("--metrics-url", default=os.environ.get("DITTO_METRICS_URL", DEFAULT_METRICS_URL))
     parser.add_argument(
-        "--timeout-s", type=float, default=float(os.environ.get("DITTO_DRAIN_TIMEOUT_S", DEFAULT_TIMEOUT_S)),
+        "--timeout-s",
+        type=float,
+        default=float(os.environ.get("DITTO_DRAIN_TIMEOUT_S", DEFAULT_TIMEOUT_S)),
         help="longest wait (default $DITTO_DRAIN_TIMEOUT_S or %(default)s)",
     )
     args = parser.parse_args(argv)

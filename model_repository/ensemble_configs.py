@@ -23,7 +23,9 @@ def chain_tensors(chain: Chain, specs: Mapping[str, StageSpec]) -> tuple[list[Te
                 continue
             bound = TensorSpec(chain_name, by_name[stage_name].shape, by_name[stage_name].dtype)
             if inputs.setdefault(chain_name, bound) != bound:
-                raise ValueError(f"{chain.name}: the stages disagree on input {chain_name!r} ({inputs[chain_name]} vs {bound})")
+                raise ValueError(
+                    f"{chain.name}: the stages disagree on input {chain_name!r} ({inputs[chain_name]} vs {bound})"
+                )
         for stage_name, chain_name in step.outputs.items():
             if chain_name in chain.outputs:
                 if chain_name in outputs:

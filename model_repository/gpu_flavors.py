@@ -33,7 +33,9 @@ def check_warp_runner(flavor: str, warp_runner: str | None) -> str | None:
         return None
     runner = warp_runner or DEFAULT_WARP_RUNNER
     if runner not in WARP_RUNNERS[flavor]:
-        raise ValueError(f"the {flavor} flavor serves the warp network with one of {WARP_RUNNERS[flavor]}, not {runner!r}")
+        raise ValueError(
+            f"the {flavor} flavor serves the warp network with one of {WARP_RUNNERS[flavor]}, not {runner!r}"
+        )
     return runner
 
 

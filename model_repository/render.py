@@ -57,7 +57,10 @@ _NATIVE = {"python-ort": "ort", "onnxruntime": "onnxruntime", "tensorrt": "tenso
 QUEUE_DELAY_US = {"python-ort": 0, "onnxruntime": 500, "tensorrt": 500, "torch": 500}
 
 _DEFAULT_KIND = {
-    "python-ort": pbtxt.KIND_CPU, "onnxruntime": pbtxt.KIND_GPU, "tensorrt": pbtxt.KIND_GPU, "torch": pbtxt.KIND_GPU,
+    "python-ort": pbtxt.KIND_CPU,
+    "onnxruntime": pbtxt.KIND_GPU,
+    "tensorrt": pbtxt.KIND_GPU,
+    "torch": pbtxt.KIND_GPU,
 }
 _ARTIFACT = {"ort": "model.onnx", "onnxruntime": "model.onnx", "tensorrt": "model.plan", "torch": "model.pth"}
 
@@ -249,8 +252,15 @@ def render_repository(
     _prepare_out_dir(out_dir)
     for name, spec in specs.items():
         config = stage_config(
-            spec, flavor, kind=kind, max_batch_size=max_batch_size, ort_threads=ort_threads, runner=runners[name],
-            profile=profile.name, cuda_graphs=cuda_graphs, queue_delay_us=queue_delay_us,
+            spec,
+            flavor,
+            kind=kind,
+            max_batch_size=max_batch_size,
+            ort_threads=ort_threads,
+            runner=runners[name],
+            profile=profile.name,
+            cuda_graphs=cuda_graphs,
+            queue_delay_us=queue_delay_us,
         )
         _write_stage_model(out_dir, config, runners[name], artifacts.get(name), builds.get(name))
     ensembles = _write_ensemble_models(out_dir, specs, max_batch_size)
@@ -258,9 +268,16 @@ def render_repository(
     if include_services:
         services = _write_service_models(out_dir, profile, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s)
     _write_marker(
-        out_dir, flavor=flavor, profile=profile.name, export_dir=str(export_dir.resolve()), stages=list(specs),
-        runners=runners, warp_runner=warp_runner, plans=str(Path(engines_dir).resolve()) if engines_dir is not None else None,
-        ensembles=ensembles, services=services,
+        out_dir,
+        flavor=flavor,
+        profile=profile.name,
+        export_dir=str(export_dir.resolve()),
+        stages=list(specs),
+        runners=runners,
+        warp_runner=warp_runner,
+        plans=str(Path(engines_dir).resolve()) if engines_dir is not None else None,
+        ensembles=ensembles,
+        services=services,
     )
     log.info("rendered %s repository (%s profile) in %s", flavor, profile.name, out_dir)
     return out_dir
@@ -277,7 +294,11 @@ def _stage_artifacts(
     }
     artifacts = {name: sources[name] for name, runner in runners.items() if runner in ("ort", "onnxruntime")}
     artifacts.update(
-        {name: checkpoint_of(manifest["stages"][name], export_dir) for name, runner in runners.items() if runner == "torch"}
+        {
+            name: checkpoint_of(manifest["stages"][name], export_dir)
+            for name, runner in runners.items()
+            if runner == "torch"
+        }
     )
     return artifacts
 
@@ -289,7 +310,9 @@ def _plans(
     built in `engines_dir`)."""
     builds, engines = {}, {}
     if flavor == "tensorrt":
-        builds = {b.stage: b for b in ep.plan_builds(export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner)}
+        builds = {
+            b.stage: b for b in ep.plan_builds(export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner)
+        }
     if engines_dir is not None:
         engines = ep.read_engines(engines_dir, export_dir, max_batch_size=max_batch_size, warp_runner=warp_runner)
     return builds, engines

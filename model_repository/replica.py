@@ -203,7 +203,11 @@ def run_supervised(
         if on_ready is not None:
             on_ready(child, health)
         code = supervise(
-            child, metrics_url=child.metrics_url, drain_path=drain_path, drain_timeout_s=drain_timeout_s, log=_print_line
+            child,
+            metrics_url=child.metrics_url,
+            drain_path=drain_path,
+            drain_timeout_s=drain_timeout_s,
+            log=_print_line,
         )
         if on_exit is not None:
             on_exit(child)

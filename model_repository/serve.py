@@ -46,35 +46,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--render-only", action="store_true", help="render and validate, do not start a server")
     parser.add_argument("--instance-kind", choices=("cpu", "gpu"), default=None, help="default: per flavor")
     parser.add_argument(
-        "--max-batch-size", type=int, default=DEFAULT_LIMITS.max_batch_size,
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_LIMITS.max_batch_size,
         help="per-frame stages and LMDM (default %(default)s)",
     )
     parser.add_argument("--no-services", action="store_true", help="stages and ensembles only, no orchestrator")
     parser.add_argument(
-        "--warp-runner", choices=("torch", "plugin", "onnxruntime"), default=None,
+        "--warp-runner",
+        choices=("torch", "plugin", "onnxruntime"),
+        default=None,
         help="GPU flavors: what serves the warp network (default torch; tensorrt: plugin, onnxruntime: onnxruntime)",
     )
     parser.add_argument("--engines", type=Path, default=None, help="tensorrt: ditto-trt-build's plans directory")
     parser.add_argument("--cuda-graphs", action="store_true", help="torch runner on GPU: replay CUDA graphs")
     parser.add_argument(
-        "--queue-delay-us", type=int, default=None, help="dynamic batching delay of the batched stages (default: per flavor)"
+        "--queue-delay-us",
+        type=int,
+        default=None,
+        help="dynamic batching delay of the batched stages (default: per flavor)",
     )
     parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
     parser.add_argument(
-        "--max-sessions", type=int, default=DEFAULT_LIMITS.max_sessions,
+        "--max-sessions",
+        type=int,
+        default=DEFAULT_LIMITS.max_sessions,
         help="live sessions the orchestrator admits (default %(default)s)",
     )
     parser.add_argument(
-        "--health-port", type=int, default=None,
+        "--health-port",
+        type=int,
+        default=None,
         help="serve GET /ready (503 while draining) and /live on this port, for a proxy or probe (0: a free port)",
     )
     parser.add_argument(
-        "--drain-timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+        "--drain-timeout-s",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
         help="on SIGTERM/Ctrl-C, refuse new sessions and wait this long for the live ones (default %(default)s)",
     )
     parser.add_argument("--drain-file", type=Path, default=None, help="the drain mark (default: one per server)")
     parser.add_argument(
-        "tritonserver_args", nargs="*", metavar="-- TRITONSERVER_FLAG",
+        "tritonserver_args",
+        nargs="*",
+        metavar="-- TRITONSERVER_FLAG",
         help="after --: more tritonserver flags, e.g. -- --grpc-restricted-protocol=inference:ditto-key=TOKEN",
     )
     return parser
@@ -92,7 +107,10 @@ def export_profile(export: Path) -> str | None:
     profile = read_manifest(export)["profile"]
     reason = stale_reason(export, profile)
     if reason is not None:
-        print(f"ditto-serve: {reason}; export it again (ditto-export --profile {profile} ... --out {export})", file=sys.stderr)
+        print(
+            f"ditto-serve: {reason}; export it again (ditto-export --profile {profile} ... --out {export})",
+            file=sys.stderr,
+        )
         return None
     return profile
 
@@ -152,8 +170,13 @@ def serve(args: argparse.Namespace, repo: Path) -> int:
     drain_path = args.drain_file or Path(tempfile.mkdtemp(prefix="ditto-serve-")) / "draining"
     try:
         return run_supervised(
-            start, drain_path=drain_path, drain_timeout_s=args.drain_timeout_s, health_host=args.host,
-            health_port=args.health_port, on_ready=print_ready, on_exit=print_log_if_died,
+            start,
+            drain_path=drain_path,
+            drain_timeout_s=args.drain_timeout_s,
+            health_host=args.host,
+            health_port=args.health_port,
+            on_ready=print_ready,
+            on_exit=print_log_if_died,
         )
     except TritonServerError as err:
         print(f"ditto-serve: {err}", file=sys.stderr)

@@ -258,7 +258,11 @@ class TritonServer:
         cmd = self.command(backend_dir, install.binary)
         log.info("starting %s", " ".join(cmd))
         self._process = subprocess.Popen(
-            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            cmd,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
             preexec_fn=_terminate_with_parent,
         )
 

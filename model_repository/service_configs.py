@@ -29,8 +29,13 @@ from ditto_triton.stages import stage_specs
 SERVICE_MODELS = (AVATAR_REGISTRY, ORCHESTRATOR)
 
 _TYPES = {
-    "BYTES": mc.TYPE_STRING, "UINT8": mc.TYPE_UINT8, "INT16": mc.TYPE_INT16, "INT32": mc.TYPE_INT32,
-    "INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32, "FP64": mc.TYPE_FP64,
+    "BYTES": mc.TYPE_STRING,
+    "UINT8": mc.TYPE_UINT8,
+    "INT16": mc.TYPE_INT16,
+    "INT32": mc.TYPE_INT32,
+    "INT64": mc.TYPE_INT64,
+    "FP32": mc.TYPE_FP32,
+    "FP64": mc.TYPE_FP64,
 }
 
 
@@ -57,7 +62,9 @@ def _dims(tensor: Tensor, per_profile: dict[str, list[int]]) -> list[int]:
     return [d for d in tensor.dims if d is not PER_PROFILE] + per_profile[tensor.name]
 
 
-def _add_tensors(config: pbtxt.ModelConfig, inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...], profile: Profile) -> None:
+def _add_tensors(
+    config: pbtxt.ModelConfig, inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...], profile: Profile
+) -> None:
     per_profile = _profile_dims(profile)
     config.input.extend(
         pbtxt.tensor_input(t.name, _TYPES[t.datatype], _dims(t, per_profile), optional=t.optional) for t in inputs
@@ -72,7 +79,11 @@ def avatar_registry_config(profile: Profile, limits: ServerLimits = DEFAULT_LIMI
     _add_tensors(config, AVATAR_REGISTRY_INPUTS, AVATAR_REGISTRY_OUTPUTS, profile)
     pbtxt.set_parameters(
         config,
-        {"profile": profile.name, "cache_size": str(limits.avatar_cache_size), "cache_max_mb": str(limits.avatar_cache_max_mb)},
+        {
+            "profile": profile.name,
+            "cache_size": str(limits.avatar_cache_size),
+            "cache_max_mb": str(limits.avatar_cache_max_mb),
+        },
     )
     config.instance_group.append(pbtxt.instance_group(pbtxt.KIND_CPU, 1))
     return config
@@ -97,7 +108,9 @@ def _check_limits(max_sessions: int, idle_timeout_s: float, max_request_audio_s:
         ("max_request_audio_s", max_request_audio_s, max_request_audio_s > 0),
     ):
         if not ok:
-            raise ValueError(f"{ORCHESTRATOR}: {name} must be {'>= 1' if name == 'max_sessions' else '> 0'} (got {value})")
+            raise ValueError(
+                f"{ORCHESTRATOR}: {name} must be {'>= 1' if name == 'max_sessions' else '> 0'} (got {value})"
+            )
 
 
 def orchestrator_config(

@@ -107,8 +107,13 @@ class StageRunner:
             raise FileNotFoundError(f"{self.name}: ONNX file {path} not found")
         self.session = ort_session(path, self.parameters.intra_op_threads, self.parameters.allow_spinning)
         self._check_session()
-        log.info("%s: %s loaded (%d intra-op threads, batched=%s)", self.name, path, self.parameters.intra_op_threads,
-                 self.batched)
+        log.info(
+            "%s: %s loaded (%d intra-op threads, batched=%s)",
+            self.name,
+            path,
+            self.parameters.intra_op_threads,
+            self.batched,
+        )
 
     def _check_session(self) -> None:
         found_in = [i.name for i in self.session.get_inputs()]

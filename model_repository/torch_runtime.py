@@ -85,8 +85,14 @@ class TorchStageRunner:
             )
         self.module = load_checkpoint_module(STAGE_NETWORKS[self.name], spec, profile, path).to(self.device)
         self._graphs = _GraphCache(self._forward) if self.parameters.cuda_graphs and self.batched else None
-        log.info("%s: %s on %s (%s, cuda graphs %s)", self.name, path, self.device, self.parameters.precision,
-                 self._graphs is not None)
+        log.info(
+            "%s: %s on %s (%s, cuda graphs %s)",
+            self.name,
+            path,
+            self.device,
+            self.parameters.precision,
+            self._graphs is not None,
+        )
 
     def _forward(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         fp16 = self.parameters.precision == "fp16"

@@ -225,7 +225,9 @@ def validate_repository(repo_dir: Path, export_dir: Path) -> None:
             problems.append(f"{stage}: exported stage has no model in {repo_dir}")
             continue
         problems += validate_stage(
-            repo_dir / stage, export_dir / entry["file"], sha256=entry.get("sha256"),
+            repo_dir / stage,
+            export_dir / entry["file"],
+            sha256=entry.get("sha256"),
             weights_sha256=entry.get("weights", {}).get("sha256"),
         )
     for name, config in configs.items():

@@ -13,9 +13,23 @@ SAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # fixture) is an integration test. So is every test of a module that starts processes itself.
 INTEGRATION_FIXTURES = {"tiny_export", "triton_server_factory", "portrait_video"}
 INTEGRATION_MODULES = {
-    "test_admission", "test_bad_input", "test_capacity", "test_cross_session_batching", "test_deploy_chart",
-    "test_faults", "test_layering", "test_live_page", "test_metrics", "test_perf_analyzer", "test_render_cli",
-    "test_repository", "test_scale_out", "test_security", "test_soak", "test_torch_runner", "test_triton_stages",
+    "test_admission",
+    "test_bad_input",
+    "test_capacity",
+    "test_cross_session_batching",
+    "test_deploy_chart",
+    "test_faults",
+    "test_layering",
+    "test_live_page",
+    "test_metrics",
+    "test_perf_analyzer",
+    "test_render_cli",
+    "test_repository",
+    "test_scale_out",
+    "test_security",
+    "test_soak",
+    "test_torch_runner",
+    "test_triton_stages",
     "test_triton_streaming",
 }
 

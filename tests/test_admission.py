@@ -175,8 +175,15 @@ def test_container_settings_for_scale_out():
         [container.TRITONSERVER, "--model-repository=s3://bucket/ditto/full-tensorrt", "--log-verbose=1"]
     ]
     defaults = container.Settings.from_env({})
-    assert (defaults.health_port, defaults.drain_timeout_s, str(defaults.drain_file)) == (8003, 300.0, "/tmp/ditto-draining")
-    for env, words in (({"DITTO_DRAIN_TIMEOUT_S": "soon"}, "DITTO_DRAIN_TIMEOUT_S"), ({"DITTO_DRAIN_TIMEOUT_S": "-1"}, ">= 0"),
-                       ({"DITTO_HEALTH_PORT": "x"}, "DITTO_HEALTH_PORT")):
+    assert (defaults.health_port, defaults.drain_timeout_s, str(defaults.drain_file)) == (
+        8003,
+        300.0,
+        "/tmp/ditto-draining",
+    )
+    for env, words in (
+        ({"DITTO_DRAIN_TIMEOUT_S": "soon"}, "DITTO_DRAIN_TIMEOUT_S"),
+        ({"DITTO_DRAIN_TIMEOUT_S": "-1"}, ">= 0"),
+        ({"DITTO_HEALTH_PORT": "x"}, "DITTO_HEALTH_PORT"),
+    ):
         with pytest.raises(ValueError, match=words):
             container.Settings.from_env(env)

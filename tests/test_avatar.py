@@ -170,9 +170,7 @@ def test_crop_face_rejects_bad_landmarks(sample_rgb: np.ndarray) -> None:
         crop_face(sample_rgb, bad)
 
 
-def test_crop_landmark_fallback_close_to_mesh_on_crop(
-    sample_bytes: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crop_landmark_fallback_close_to_mesh_on_crop(sample_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     reference = prepare_source(sample_bytes)
     monkeypatch.setattr(source_mod, "landmarks_in_box", lambda *a, **k: None)
     fallback = prepare_source(sample_bytes)

@@ -66,7 +66,12 @@ def sequence(url: str, steps: list[tuple[list, bool, bool]], sequence_id: int | 
     try:
         for i, (inputs, start, end) in enumerate(steps):
             client.async_stream_infer(
-                ORCH, inputs, request_id=str(i), sequence_id=sid, sequence_start=start, sequence_end=end,
+                ORCH,
+                inputs,
+                request_id=str(i),
+                sequence_id=sid,
+                sequence_start=start,
+                sequence_end=end,
                 enable_empty_final_response=True,
             )
         frames, errors, answered = 0, [], 0
@@ -144,21 +149,65 @@ def registration_cases(client: DittoClient, url: str, portrait: bytes) -> list[C
     return [
         Case("register", "0 bytes", lambda: register(b""), "image data is empty"),
         Case("register", "truncated JPEG", lambda: register(portrait[: len(portrait) // 3]), "cannot decode image"),
-        Case("register", "PNG with alpha (composited over white)", lambda: register(encode(rgba, "PNG"), CROP), "ok: avatar"),
-        Case("register", "grayscale JPEG (converted to RGB)", lambda: register(encode(photo.convert("L"), "JPEG"), CROP), "ok: avatar"),
+        Case(
+            "register",
+            "PNG with alpha (composited over white)",
+            lambda: register(encode(rgba, "PNG"), CROP),
+            "ok: avatar",
+        ),
+        Case(
+            "register",
+            "grayscale JPEG (converted to RGB)",
+            lambda: register(encode(photo.convert("L"), "JPEG"), CROP),
+            "ok: avatar",
+        ),
         Case("register", "1x1 image", lambda: register(encode(Image.new("RGB", (1, 1)), "PNG")), "too small"),
         Case("register", "20000x20000 decode bomb", lambda: register(png_declaring(20000, 20000)), "too large"),
-        Case("register", "no face", lambda: register(encode(Image.new("RGB", (256, 256), (128, 128, 128)), "JPEG")), "no face"),
-        Case("register", "several faces (the largest is used)", lambda: register(encode(two, "JPEG"), CROP), "ok: avatar"),
-        Case("register", "not an image", lambda: register(b"hello, this is text"), "not an image in a supported format"),
-        Case("register", "PostScript (format not admitted)", lambda: register(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"), "supported format"),
-        Case("register", "over the byte limit", lambda: register(b"\xff\xd8" + bytes(25_000_001)), "the limit is 25000000 bytes"),
+        Case(
+            "register",
+            "no face",
+            lambda: register(encode(Image.new("RGB", (256, 256), (128, 128, 128)), "JPEG")),
+            "no face",
+        ),
+        Case(
+            "register", "several faces (the largest is used)", lambda: register(encode(two, "JPEG"), CROP), "ok: avatar"
+        ),
+        Case(
+            "register", "not an image", lambda: register(b"hello, this is text"), "not an image in a supported format"
+        ),
+        Case(
+            "register",
+            "PostScript (format not admitted)",
+            lambda: register(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"),
+            "supported format",
+        ),
+        Case(
+            "register",
+            "over the byte limit",
+            lambda: register(b"\xff\xd8" + bytes(25_000_001)),
+            "the limit is 25000000 bytes",
+        ),
         Case("register", "options not JSON", lambda: register(portrait, "{crop_scale: 2"), "not valid JSON"),
         Case("register", "unknown crop option", lambda: register(portrait, {"zoom": 2}), "zoom"),
         Case("register", "crop option out of range", lambda: register(portrait, {"crop_scale": 9.0}), "crop_scale"),
-        Case("register", "neither image nor avatar_id", lambda: lookup([text("options", "{}", batched=False)]), "send 'image'"),
-        Case("lookup", "avatar id with path characters", lambda: lookup([text("avatar_id", "../../etc/passwd", batched=False)]), "malformed avatar id"),
-        Case("lookup", "unknown avatar id", lambda: lookup([text("avatar_id", "0" * 32, batched=False)]), "unknown avatar id"),
+        Case(
+            "register",
+            "neither image nor avatar_id",
+            lambda: lookup([text("options", "{}", batched=False)]),
+            "send 'image'",
+        ),
+        Case(
+            "lookup",
+            "avatar id with path characters",
+            lambda: lookup([text("avatar_id", "../../etc/passwd", batched=False)]),
+            "malformed avatar id",
+        ),
+        Case(
+            "lookup",
+            "unknown avatar id",
+            lambda: lookup([text("avatar_id", "0" * 32, batched=False)]),
+            "unknown avatar id",
+        ),
     ]
 
 
@@ -190,34 +239,101 @@ def session_cases(url: str, avatar: str) -> list[Case]:
     return [
         Case("session", "24 kHz sample_rate", lambda: one([ident(), audio(second), rate(24000)]), "16000 Hz"),
         Case("session", "float64 audio", lambda: one([ident(), audio(second.astype(np.float64))]), "audio"),
-        Case("session", "int32 sent as audio_int16", lambda: one([ident(), audio(np.zeros(3200, np.int32), "audio_int16")]), "audio_int16"),
-        Case("session", "stereo as (1, N, 2)", lambda: one([ident(), audio(np.zeros((1, 3200, 2), np.float32))]), "audio"),
-        Case("session", "stereo as two rows (2, N)", lambda: one([ident(), audio(np.zeros((2, 3200), np.float32))]), "batch"),
-        Case("session", "empty audio, START+END (no frames)", lambda: one([ident(), audio(np.zeros(0, np.float32))]), "ok: 0 frames"),
+        Case(
+            "session",
+            "int32 sent as audio_int16",
+            lambda: one([ident(), audio(np.zeros(3200, np.int32), "audio_int16")]),
+            "audio_int16",
+        ),
+        Case(
+            "session", "stereo as (1, N, 2)", lambda: one([ident(), audio(np.zeros((1, 3200, 2), np.float32))]), "audio"
+        ),
+        Case(
+            "session",
+            "stereo as two rows (2, N)",
+            lambda: one([ident(), audio(np.zeros((2, 3200), np.float32))]),
+            "batch",
+        ),
+        Case(
+            "session",
+            "empty audio, START+END (no frames)",
+            lambda: one([ident(), audio(np.zeros(0, np.float32))]),
+            "ok: 0 frames",
+        ),
         Case("session", "1 s of zeros", lambda: one([ident(), audio(second)]), "ok: 25 frames"),
         Case("session", "NaN samples", lambda: one([ident(), audio(np.full(3200, np.nan, np.float32))]), "NaN"),
         Case("session", "Inf samples", lambda: one([ident(), audio(np.full(3200, np.inf, np.float32))]), "infinite"),
-        Case("session", "int16 values sent as float", lambda: one([ident(), audio(np.full(3200, 12000.0, np.float32))]), "audio_int16"),
-        Case("session", "61 s in one request", lambda: one([ident(), audio(np.zeros(61 * 16000, np.float32))]), "at most 960000 samples"),
-        Case("session", "1-sample chunks (60 of them)", lambda: steps(([ident(), audio(sample)], True, False),
-             *[([audio(sample)], False, i == 58) for i in range(59)]), "ok: 1 frames"),
+        Case(
+            "session",
+            "int16 values sent as float",
+            lambda: one([ident(), audio(np.full(3200, 12000.0, np.float32))]),
+            "audio_int16",
+        ),
+        Case(
+            "session",
+            "61 s in one request",
+            lambda: one([ident(), audio(np.zeros(61 * 16000, np.float32))]),
+            "at most 960000 samples",
+        ),
+        Case(
+            "session",
+            "1-sample chunks (60 of them)",
+            lambda: steps(
+                ([ident(), audio(sample)], True, False), *[([audio(sample)], False, i == 58) for i in range(59)]
+            ),
+            "ok: 1 frames",
+        ),
         Case("session", "sequence without START", lambda: one([audio(second)], start=False, end=True), "START"),
-        Case("session", "data after END", lambda: steps(([ident(), audio(second[:3200])], True, True), ([audio(second[:3200])], False, True)), "START flag"),
+        Case(
+            "session",
+            "data after END",
+            lambda: steps(([ident(), audio(second[:3200])], True, True), ([audio(second[:3200])], False, True)),
+            "START flag",
+        ),
         Case("session", "correlation id reused while live", reused_id, "already has a live session"),
         Case("session", "unknown avatar id", lambda: one([ident("f" * 32), audio(second)]), "unknown avatar id"),
         Case("session", "malformed avatar id", lambda: one([ident("../x"), audio(second)]), "malformed avatar id"),
         Case("session", "START without avatar id", lambda: one([audio(second)]), "must carry 'avatar_id'"),
-        Case("session", "avatar id after START", lambda: steps(([ident(), audio(second[:3200])], True, False), ([ident(), audio(second[:3200])], False, True)), "only read on the START"),
+        Case(
+            "session",
+            "avatar id after START",
+            lambda: steps(
+                ([ident(), audio(second[:3200])], True, False), ([ident(), audio(second[:3200])], False, True)
+            ),
+            "only read on the START",
+        ),
         Case("session", "unknown option", lambda: one([ident(), opts({"speed": 2})]), "unknown session option"),
         Case("session", "option out of range", lambda: one([ident(), opts({"overlap": 10})]), "below 40"),
         Case("session", "option of the wrong type", lambda: one([ident(), opts({"seed": "one"})]), "must be int"),
         Case("session", "options not JSON", lambda: one([ident(), opts("{overlap")]), "not valid JSON"),
         Case("session", "options not an object", lambda: one([ident(), opts([1, 2])]), "must be a JSON object"),
-        Case("session", "both audio and audio_int16", lambda: one([ident(), audio(second), audio(np.zeros(10, np.int16), "audio_int16")]), "not both"),
-        Case("session", "controls not JSON", lambda: one([ident(), audio(second), text("controls", "[{frame")]), "controls are not valid JSON"),
-        Case("session", "control with an unknown field", lambda: one([ident(), audio(second), text("controls", '[{"frame": 3, "tilt": 1}]')]), "unknown field"),
-        Case("session", "control out of range", lambda: one([ident(), audio(second), text("controls", '[{"frame": 3, "delta_yaw": 500}]')]), "-90..90"),
-        Case("session", "unknown input name", lambda: one([ident(), tensor("speech", second.reshape(1, -1))]), "speech"),
+        Case(
+            "session",
+            "both audio and audio_int16",
+            lambda: one([ident(), audio(second), audio(np.zeros(10, np.int16), "audio_int16")]),
+            "not both",
+        ),
+        Case(
+            "session",
+            "controls not JSON",
+            lambda: one([ident(), audio(second), text("controls", "[{frame")]),
+            "controls are not valid JSON",
+        ),
+        Case(
+            "session",
+            "control with an unknown field",
+            lambda: one([ident(), audio(second), text("controls", '[{"frame": 3, "tilt": 1}]')]),
+            "unknown field",
+        ),
+        Case(
+            "session",
+            "control out of range",
+            lambda: one([ident(), audio(second), text("controls", '[{"frame": 3, "delta_yaw": 500}]')]),
+            "-90..90",
+        ),
+        Case(
+            "session", "unknown input name", lambda: one([ident(), tensor("speech", second.reshape(1, -1))]), "speech"
+        ),
     ]
 
 
@@ -239,19 +355,42 @@ def stage_cases(url: str) -> list[Case]:
         # a fixed last dimension made 3 longer; a dynamic one (HuBERT's samples) gets an extra axis
         bad_shape = (*shape, 1) if spec.inputs[0].shape[-1] == -1 else (*shape[:-1], shape[-1] + 3)
         wrong_shape = dict(good, **{first: np.zeros(bad_shape, good[first].dtype)})
-        wrong_dtype = dict(good, **{first: good[first].astype(np.float64 if good[first].dtype != np.float64 else np.float32)})
+        wrong_dtype = dict(
+            good, **{first: good[first].astype(np.float64 if good[first].dtype != np.float64 else np.float32)}
+        )
         cases.append(Case("stage", f"{name}: wrong shape", lambda n=name, a=wrong_shape: call(n, a), first))
         cases.append(Case("stage", f"{name}: wrong dtype", lambda n=name, a=wrong_dtype: call(n, a), first))
         if len(good) > 1:
             missing = {k: v for k, v in good.items() if k != first}
             cases.append(Case("stage", f"{name}: missing input", lambda n=name, a=missing: call(n, a), first))
-    cases.append(Case("stage", "hubert: 8 samples (too short)", lambda: call("hubert", {"input_values": np.zeros((1, 8), np.float32)}), "hubert"))
+    cases.append(
+        Case(
+            "stage",
+            "hubert: 8 samples (too short)",
+            lambda: call("hubert", {"input_values": np.zeros((1, 8), np.float32)}),
+            "hubert",
+        )
+    )
     lmdm = to_wire(SPECS["lmdm"], seeded_inputs(SPECS["lmdm"], batch=1, seed=0))
     lmdm_nan = dict(lmdm, x=np.full_like(lmdm["x"], np.nan))
     cases.append(Case("stage", "lmdm: NaN input (computed, NaN out)", lambda: call("lmdm", lmdm_nan), "ok: answered"))
     chain = to_wire(SPECS["warp_network"], seeded_inputs(SPECS["warp_network"], 1, 0))
-    cases.append(Case("stage", "render_chain: missing kp_driving", lambda: call("render_chain", {k: v for k, v in chain.items() if k != "kp_driving"}), "kp_driving"))
-    cases.append(Case("stage", "extractors: wrong image size", lambda: call("extractors", {"image": np.zeros((1, 3, 32, 32), np.float32)}), "image"))
+    cases.append(
+        Case(
+            "stage",
+            "render_chain: missing kp_driving",
+            lambda: call("render_chain", {k: v for k, v in chain.items() if k != "kp_driving"}),
+            "kp_driving",
+        )
+    )
+    cases.append(
+        Case(
+            "stage",
+            "extractors: wrong image size",
+            lambda: call("extractors", {"image": np.zeros((1, 3, 32, 32), np.float32)}),
+            "image",
+        )
+    )
     return cases
 
 

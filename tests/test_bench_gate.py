@@ -45,7 +45,9 @@ def failed(checks) -> set[str]:
 def timeline(n: int, ffd_s: float, interval_s: float, delays: dict[int, float] | None = None) -> SessionRecord:
     """A session whose frames arrive every `interval_s` after `ffd_s`, some delayed by `delays`."""
     arrivals = [ffd_s + k * interval_s + (delays or {}).get(k, 0.0) for k in range(n)]
-    return SessionRecord("full", audio_s=n / 25, expected_frames=n, arrivals_s=arrivals, pts_s=[k / 25 for k in range(n)])
+    return SessionRecord(
+        "full", audio_s=n / 25, expected_frames=n, arrivals_s=arrivals, pts_s=[k / 25 for k in range(n)]
+    )
 
 
 def test_thresholds_are_the_issue_s(thresholds):
@@ -104,7 +106,9 @@ def test_realtime_level_checks(thresholds):
     good = aggregate([summarize(timeline(100, 0.9, 0.0395)) for _ in range(3)])
     assert all(c.passed for c in realtime_level_checks(good, thresholds))
     late = aggregate([summarize(timeline(100, 0.9, 0.0395, delays={k: 0.02 for k in range(10, 100, 10)}))])
-    assert {c.name for c in realtime_level_checks(late, thresholds) if not c.passed} == {"late-frame ratio, worst session"}
+    assert {c.name for c in realtime_level_checks(late, thresholds) if not c.passed} == {
+        "late-frame ratio, worst session"
+    }
 
 
 class SlowDecoder:
@@ -125,7 +129,9 @@ class SlowDecoder:
 
 def test_gate_fails_a_pipeline_with_a_slowed_decoder(tiny_export, samples_dir, thresholds):
     stages = SlowDecoder(ServerLikeOrtStages(tiny_export), per_frame_s=0.06)  # at most 16.7 frames/s
-    pipeline = InProcessPipeline(tiny_export, (samples_dir / "ditto_example_image.jpg").read_bytes(), {"max_size": 512}, stages)
+    pipeline = InProcessPipeline(
+        tiny_export, (samples_dir / "ditto_example_image.jpg").read_bytes(), {"max_size": 512}, stages
+    )
     audio = load_audio(samples_dir / "ditto_example_audio.wav")[: 2 * 16000]
     realtime = pipeline.run(audio, "realtime")
     full = pipeline.run(audio, "full")

@@ -19,29 +19,67 @@ RESULTS = {
     "git_sha": "0" * 40,
     "thresholds": {"fps_min": 25.0, "ffd_ms_p95_realtime_max": 1500.0, "ffd_ms_p95_full_audio_max": 400.0},
     "stages": {
-        "decoder": {"1": {"p50_ms": 7.6, "p95_ms": 10.3, "infer_per_s": 125.5}, "4": {"p50_ms": 16.2, "p95_ms": 19.8, "infer_per_s": 242.1}},
+        "decoder": {
+            "1": {"p50_ms": 7.6, "p95_ms": 10.3, "infer_per_s": 125.5},
+            "4": {"p50_ms": 16.2, "p95_ms": 19.8, "infer_per_s": 242.1},
+        },
         "warp_network": {"1": {"p50_ms": 10.5, "p95_ms": 11.5, "infer_per_s": 96.6}},
     },
     "sessions": [
-        {"concurrency": 1, "ffd_ms_p50": 950.0, "ffd_ms_p95": 990.0, "fps_min": 26.2, "fps_mean": 26.2, "late_frame_ratio": 0.0,
-         "rtf": 1.02, "failed_sessions": 0, "realtime": True},
-        {"concurrency": 2, "ffd_ms_p50": 1000.0, "ffd_ms_p95": 1035.0, "fps_min": 25.5, "fps_mean": 25.6, "late_frame_ratio": 0.02,
-         "rtf": 1.04, "failed_sessions": 0, "realtime": False,
-         "checks": [{"name": "late-frame ratio, worst session", "passed": False}]},
+        {
+            "concurrency": 1,
+            "ffd_ms_p50": 950.0,
+            "ffd_ms_p95": 990.0,
+            "fps_min": 26.2,
+            "fps_mean": 26.2,
+            "late_frame_ratio": 0.0,
+            "rtf": 1.02,
+            "failed_sessions": 0,
+            "realtime": True,
+        },
+        {
+            "concurrency": 2,
+            "ffd_ms_p50": 1000.0,
+            "ffd_ms_p95": 1035.0,
+            "fps_min": 25.5,
+            "fps_mean": 25.6,
+            "late_frame_ratio": 0.02,
+            "rtf": 1.04,
+            "failed_sessions": 0,
+            "realtime": False,
+            "checks": [{"name": "late-frame ratio, worst session", "passed": False}],
+        },
     ],
     "max_realtime_sessions": 1,
     "ratios": {"triton_over_inprocess": 0.76, "ort_over_torch": {"decoder": 3.3, "warp_network": 1.3}},
     "throughput": {"triton_fps": 65.3, "inprocess_fps": 86.4},
     "full": {"error": "RuntimeError: out of memory"},
 }
-REQUIRED = ("profile", "flavor", "device", "versions", "git_sha", "stages", "sessions", "max_realtime_sessions", "ratios")
+REQUIRED = (
+    "profile",
+    "flavor",
+    "device",
+    "versions",
+    "git_sha",
+    "stages",
+    "sessions",
+    "max_realtime_sessions",
+    "ratios",
+)
 
 
 def test_report_has_the_documented_fields_and_plots(tmp_path):
     paths = write_report(RESULTS, tmp_path, {"decoder": [7.0, 7.5, 8.0, 12.0], "warp_network": [10.0, 10.4, 11.9]})
     written = json.loads((tmp_path / "results.json").read_text())
     assert all(key in written for key in REQUIRED)
-    assert written["sessions"][0].keys() >= {"concurrency", "ffd_ms_p50", "ffd_ms_p95", "fps_min", "late_frame_ratio", "rtf"}
+    assert written["sessions"][0].keys() >= {
+        "concurrency",
+        "ffd_ms_p50",
+        "ffd_ms_p95",
+        "fps_min",
+        "late_frame_ratio",
+        "rtf",
+    }
     assert set(written["ratios"]) == {"triton_over_inprocess", "ort_over_torch"}
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert {"sessions_fps.png", "sessions_ffd.png", "stage_latency_cdf.png"} <= set(pngs)

@@ -79,7 +79,11 @@ def test_plan_max_replicas_caps_the_helm_values_and_reports_a_shortfall():
     assert p.replicas == 17 and not p.fits
     assert helm_values(p)["autoscaling"]["maxReplicas"] == 10
     q = plan(8, 100, max_replicas=20)
-    assert q.fits and helm_values(q)["autoscaling"] == {"targetSessionsPerReplica": 6, "minReplicas": 1, "maxReplicas": 20}
+    assert q.fits and helm_values(q)["autoscaling"] == {
+        "targetSessionsPerReplica": 6,
+        "minReplicas": 1,
+        "maxReplicas": 20,
+    }
 
 
 def test_plan_memory_totals_at_the_admission_limit():
@@ -140,7 +144,10 @@ def test_load_results_matches_the_committed_json(run_dir):
 
 
 def _level(concurrency: int, realtime: bool, fps: float, gpu: float | None, failed: int = 0) -> dict:
-    checks = [{"name": "frames/s, slowest session", "passed": fps >= 25.0}, {"name": "failed sessions", "passed": failed == 0}]
+    checks = [
+        {"name": "frames/s, slowest session", "passed": fps >= 25.0},
+        {"name": "failed sessions", "passed": failed == 0},
+    ]
     return {"concurrency": concurrency, "sessions": concurrency, "failed_sessions": failed, "fps_min": fps,
             "late_frame_ratio": 0.0, "ffd_ms_p95": 900.0, "realtime": realtime, "checks": checks, "gpu_memory_mib": gpu}  # fmt: skip
 
@@ -168,7 +175,9 @@ def _gpu_run(tmp_path: Path, name: str = "2027-01-02-gpu-host-full-torch") -> Pa
 
 def _cpu_run(tmp_path: Path, name: str, realtime_up_to: int, measured: int, flavor: str = "python-ort") -> Path:
     """A tiny-profile run on a CPU (no GPU samples): real time up to `realtime_up_to` of `measured` levels."""
-    levels = [_level(n, n <= realtime_up_to, 25.9 if n <= realtime_up_to else 13.2, None) for n in range(1, measured + 1)]
+    levels = [
+        _level(n, n <= realtime_up_to, 25.9 if n <= realtime_up_to else 13.2, None) for n in range(1, measured + 1)
+    ]
     cpu = {"profile": "tiny", "flavor": flavor, "device": "Test CPU (2 cores)", "host": "cpu-host"}
     return _write(tmp_path, name, {**_results(levels, realtime_up_to), **cpu})
 
@@ -250,7 +259,10 @@ def test_a_parent_directory_gives_every_run_sorted(tmp_path):
 def test_the_page_of_a_gpu_run_has_its_numbers_and_no_cpu_warning(tmp_path):
     page = render_page(load_results(_gpu_run(tmp_path)), users_rows=(10, 100))
     assert "No GPU has been measured yet" not in page
-    assert "| 2027-01-02-gpu-host-full-torch | Test GPU 80GB | full | torch | 2027-01-02 | `aaaaaaaaaaaa` | 7 | 6 | 30 | 50 MiB (base 2,950 MiB) |" in page
+    assert (
+        "| 2027-01-02-gpu-host-full-torch | Test GPU 80GB | full | torch | 2027-01-02 | `aaaaaaaaaaaa` | 7 | 6 | 30 | 50 MiB (base 2,950 MiB) |"
+        in page
+    )
     # 100 users: 25 replicas of target 4, limit 6; GPU 3,250 MiB per replica at the limit, 81,250 MiB in all
     assert "| 100 | 25 | 4 | 6 | 150 | 3,250 MiB | 81,250 MiB | not measured | not measured |" in page
     assert "maxReplicas: 25" in page and "minReplicas: 1" in page
@@ -410,7 +422,9 @@ def test_cli_malformed_results_file_exits_2_naming_the_file(tmp_path):
     del raw["sessions"]
     (run_dir / "results.json").write_text(json.dumps(raw))
     script = Path(sys.executable).with_name("ditto-capacity")
-    proc = subprocess.run([str(script), "--results", str(run_dir), "--users", "10"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(script), "--results", str(run_dir), "--users", "10"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr == f"ditto-capacity: {run_dir / 'results.json'}: missing key 'sessions'\n"

@@ -39,7 +39,12 @@ def degrees(info, key):
 
 def test_delta_pitch_applies_to_exactly_the_frames_named(recording_stages, photo_avatar, speech):
     base, rows = run(recording_stages, photo_avatar, speech)
-    steered, rows2 = run(recording_stages, photo_avatar, speech, controls=[{"from": 30, "to": 40, "delta_pitch": 10}, {"frame": 50, "delta_yaw": -5}])
+    steered, rows2 = run(
+        recording_stages,
+        photo_avatar,
+        speech,
+        controls=[{"from": 30, "to": 40, "delta_pitch": 10}, {"frame": 50, "delta_yaw": -5}],
+    )
     assert len(rows) == len(rows2) == 80
     assert all(np.array_equal(a, b) for a, b in zip(rows, rows2))  # controls steer rendering, not the motion
     for i, row in enumerate(rows):
@@ -52,7 +57,9 @@ def test_session_delta_pitch_is_on_every_frame(recording_stages, photo_avatar, s
     base, rows = run(recording_stages, photo_avatar, speech, delta_pitch=0.0)
     tilted, _ = run(recording_stages, photo_avatar, speech, delta_pitch=12.0)
     for i in (0, 40, 79):
-        assert degrees(tilted.driving_info(i, rows[i]), "pitch") - degrees(base.driving_info(i, rows[i]), "pitch") == pytest.approx(12.0, abs=1e-4)
+        assert degrees(tilted.driving_info(i, rows[i]), "pitch") - degrees(
+            base.driving_info(i, rows[i]), "pitch"
+        ) == pytest.approx(12.0, abs=1e-4)
 
 
 def test_fade_in_starts_at_the_source_and_fade_out_ends_there(recording_stages, photo_avatar, speech):
@@ -64,10 +71,14 @@ def test_fade_in_starts_at_the_source_and_fade_out_ends_there(recording_stages, 
     for i in (0, len(rows) - 1):  # the first and the last frame are the source photo's keypoints
         np.testing.assert_allclose(transform_keypoints(faded.driving_info(i, rows[i]), kp), x_s, atol=1e-5)
     for i in range(10, len(rows) - 8):  # untouched between the fades
-        np.testing.assert_allclose(faded.driving_info(i, rows[i])["exp"], base.driving_info(i, rows[i])["exp"], atol=1e-6)
+        np.testing.assert_allclose(
+            faded.driving_info(i, rows[i])["exp"], base.driving_info(i, rows[i])["exp"], atol=1e-6
+        )
     halfway = faded.driving_info(5, rows[5])  # half-way in: half the generated pose offset
     src_pitch = degrees(faded.stitcher.source, "pitch")
-    assert degrees(halfway, "pitch") - src_pitch == pytest.approx(0.5 * (degrees(base.driving_info(5, rows[5]), "pitch") - src_pitch), abs=1e-4)
+    assert degrees(halfway, "pitch") - src_pitch == pytest.approx(
+        0.5 * (degrees(base.driving_info(5, rows[5]), "pitch") - src_pitch), abs=1e-4
+    )
 
 
 def test_fade_out_holds_back_only_its_frames_until_the_end(recording_stages, photo_avatar, speech):
@@ -84,7 +95,9 @@ def test_emotion_is_the_condition_lmdm_sees(recording_stages, photo_avatar, spee
     conds = recording_stages.conds
     hidden = conds[0].shape[-1] - 79  # audio | emotion 8 | eye_open 2 | eye_ball 6 | sc 63
     for cond in conds:
-        np.testing.assert_allclose(cond[0, :, hidden : hidden + 8], np.tile(emotion_vector(3), (cond.shape[1], 1)), atol=1e-6)
+        np.testing.assert_allclose(
+            cond[0, :, hidden : hidden + 8], np.tile(emotion_vector(3), (cond.shape[1], 1)), atol=1e-6
+        )
     recording_stages.clear()
     run(recording_stages, photo_avatar, speech, emotion=[[0], [5]])  # a per-frame sequence: angry, sad, angry, ...
     last = recording_stages.conds[-1][0, :, hidden : hidden + 8]
@@ -99,7 +112,9 @@ def test_eye_conditions_can_be_set(recording_stages, photo_avatar, speech):
     cond = recording_stages.conds[-1][0]
     hidden = cond.shape[-1] - 79
     np.testing.assert_allclose(cond[:, hidden + 8 : hidden + 10], np.tile([0.1, 0.2], (cond.shape[0], 1)), atol=1e-6)
-    np.testing.assert_allclose(cond[:, hidden + 10 : hidden + 16], np.tile([0, 0, 0, 0, 0, 0.5], (cond.shape[0], 1)), atol=1e-6)
+    np.testing.assert_allclose(
+        cond[:, hidden + 10 : hidden + 16], np.tile([0, 0, 0, 0, 0, 0.5], (cond.shape[0], 1)), atol=1e-6
+    )
 
 
 def test_per_frame_eye_open_conditions_exactly_the_frames_named(recording_stages, photo_avatar, speech):
@@ -129,7 +144,9 @@ def test_absolute_driving_uses_the_generated_pose(recording_stages, photo_avatar
         generated = vector_to_info(rows[i])
         assert degrees(session.driving_info(i, rows[i]), "yaw") == pytest.approx(degrees(generated, "yaw"), abs=1e-4)
     relative, _ = run(recording_stages, photo_avatar, speech, delta_pitch=0.0)
-    assert degrees(relative.driving_info(40, rows[40]), "yaw") != pytest.approx(degrees(session.driving_info(40, rows[40]), "yaw"), abs=1e-3)
+    assert degrees(relative.driving_info(40, rows[40]), "yaw") != pytest.approx(
+        degrees(session.driving_info(40, rows[40]), "yaw"), abs=1e-3
+    )
 
 
 def test_output_max_size_caps_the_frame(recording_stages, photo_avatar, speech):
@@ -142,7 +159,9 @@ def test_controls_for_frames_already_generated_are_refused(recording_stages, pho
     session = StreamingSession(photo_avatar, recording_stages, SessionOptions(), TINY.render_size)
     released = session.feed(speech)
     assert released
-    with pytest.raises(ControlsError, match=f"frame 0 arrived after its motion was generated; frames from {len(released)} on"):
+    with pytest.raises(
+        ControlsError, match=f"frame 0 arrived after its motion was generated; frames from {len(released)} on"
+    ):
         session.add_controls(parse_controls('[{"frame": 0, "fade": 0.5}]'))
     session.add_controls(parse_controls(json.dumps([{"frame": len(released), "fade": 0.5}])))  # still open: fine
 

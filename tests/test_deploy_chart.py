@@ -73,7 +73,9 @@ def lb_policy(cluster: dict) -> tuple[str, str | None]:
     """(policy, selection method) of an Envoy cluster's load_balancing_policy extension."""
     [policy] = cluster["load_balancing_policy"]["policies"]
     extension = policy["typed_extension_config"]
-    return extension["name"].removeprefix("envoy.load_balancing_policies."), extension["typed_config"].get("selection_method")
+    return extension["name"].removeprefix("envoy.load_balancing_policies."), extension["typed_config"].get(
+        "selection_method"
+    )
 
 
 def kinds(manifests: list[dict]) -> list[str]:
@@ -146,11 +148,22 @@ def test_chart_renders_validates_and_lints(variant):
 
 def test_default_chart_objects(defaults):
     assert kinds(defaults) == sorted(
-        ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-         "Service", "Service", "Service", "ServiceMonitor"]
+        [
+            "ConfigMap",
+            "Deployment",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "Service",
+            "Service",
+            "Service",
+            "ServiceMonitor",
+        ]
     )
     assert sorted(m["metadata"]["name"] for m in defaults if m["kind"] == "Service") == [
-        "ditto-ditto-triton", "ditto-ditto-triton-envoy", "ditto-ditto-triton-replicas"
+        "ditto-ditto-triton",
+        "ditto-ditto-triton-envoy",
+        "ditto-ditto-triton-replicas",
     ]
     # A release named after the chart does not repeat it; another namespace is used everywhere.
     other = chart.render_chart(release="ditto-triton", namespace="avatars")
@@ -213,7 +226,9 @@ def test_replicas_drain_probe_and_use_one_gpu():
     assert c["lifecycle"]["preStop"] == {"exec": {"command": ["ditto-drain", "--wait"]}}
     env = env_of(manifests)
     assert env["DITTO_DRAIN_TIMEOUT_S"] == "120" and env["DITTO_MAX_SESSIONS"] == "12"
-    assert env["DITTO_HEALTH_PORT"] == "8003" and env["DITTO_FLAVOR"] == "tensorrt" and env["DITTO_MAX_BATCH_SIZE"] == "8"
+    assert (
+        env["DITTO_HEALTH_PORT"] == "8003" and env["DITTO_FLAVOR"] == "tensorrt" and env["DITTO_MAX_BATCH_SIZE"] == "8"
+    )
     assert c["image"] == "ditto-triton:0.1.0" and "command" not in c and "args" not in c  # the image's entrypoint
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
@@ -248,15 +263,20 @@ def test_services_select_the_replicas(defaults):
     assert envoy_service["spec"]["selector"].items() <= envoy_labels.items()
     assert [(p["name"], p["port"]) for p in envoy_service["spec"]["ports"]] == [("grpc", 8001)]
     pdb = chart.find(defaults, "PodDisruptionBudget")
-    assert pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert (
+        pdb["spec"]["maxUnavailable"] == 1
+        and pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    )
 
 
 def test_service_monitor_scrapes_the_metrics_port(defaults):
     monitor = chart.find(defaults, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     selected = [
-        m for m in defaults
-        if m["kind"] == "Service" and monitor["spec"]["selector"]["matchLabels"].items() <= m["metadata"]["labels"].items()
+        m
+        for m in defaults
+        if m["kind"] == "Service"
+        and monitor["spec"]["selector"]["matchLabels"].items() <= m["metadata"]["labels"].items()
     ]
     assert [s["metadata"]["name"] for s in selected] == [chart.find(defaults, "Service")["metadata"]["name"]]
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "5s"}]
@@ -274,14 +294,22 @@ def test_hpa_scales_on_active_sessions():
     hpa = chart.find(manifests, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
     deployment = chart.find(manifests, "Deployment")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 12)
     [metric] = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "ditto_active_sessions"
     assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "5"}
     up, down = hpa["spec"]["behavior"]["scaleUp"], hpa["spec"]["behavior"]["scaleDown"]
-    assert up["stabilizationWindowSeconds"] == 0 and up["policies"] == [{"type": "Pods", "value": 2, "periodSeconds": 60}]
-    assert down["stabilizationWindowSeconds"] == 600 and down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
+    assert up["stabilizationWindowSeconds"] == 0 and up["policies"] == [
+        {"type": "Pods", "value": 2, "periodSeconds": 60}
+    ]
+    assert down["stabilizationWindowSeconds"] == 600 and down["policies"] == [
+        {"type": "Pods", "value": 1, "periodSeconds": 300}
+    ]
 
 
 def test_prometheus_adapter_values_expose_active_sessions():
@@ -315,7 +343,9 @@ def test_envoy_config_keeps_sessions_on_one_replica(defaults):
     http = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert http["explicit_http_config"] == {"http2_protocol_options": {}}
     assert cluster["common_lb_config"] == {
-        "ignore_new_hosts_until_first_hc": True, "healthy_panic_threshold": {"value": 0}, "update_merge_window": "0s"
+        "ignore_new_hosts_until_first_hc": True,
+        "healthy_panic_threshold": {"value": 0},
+        "update_merge_window": "0s",
     }
     [threshold] = cluster["circuit_breakers"]["thresholds"]
     assert threshold["max_requests"] >= 10000 and threshold["max_pending_requests"] >= 10000
@@ -325,7 +355,8 @@ def test_envoy_config_keeps_sessions_on_one_replica(defaults):
     assert check["http_health_check"] == {"path": "/ready", "codec_client_type": "HTTP1"}
     [endpoint] = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     assert endpoint["endpoint"]["address"]["socket_address"] == {
-        "address": "ditto-ditto-triton-replicas.ditto.svc.cluster.local", "port_value": 8001
+        "address": "ditto-ditto-triton-replicas.ditto.svc.cluster.local",
+        "port_value": 8001,
     }
     assert endpoint["endpoint"]["health_check_config"] == {"port_value": 8003}
     # The proxies' pods.
@@ -354,7 +385,9 @@ def test_envoy_validates_the_chart_config_and_its_loopback_copy(tmp_path, defaul
     result = envoy_validate(config, tmp_path / "chart.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout and "Deprecated" not in result.stdout + result.stderr
-    loopback = chart.loopback_envoy_config(config, [(18001, 18003), (18101, 18103)], listen_port=18500, admin_port=18901)
+    loopback = chart.loopback_envoy_config(
+        config, [(18001, 18003), (18101, 18103)], listen_port=18500, admin_port=18901
+    )
     result = envoy_validate(loopback, tmp_path / "loopback.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Deprecated" not in result.stdout + result.stderr
@@ -362,21 +395,35 @@ def test_envoy_validates_the_chart_config_and_its_loopback_copy(tmp_path, defaul
     assert cluster["type"] == "STATIC" and "cluster_type" not in cluster
     hosts = [e["endpoint"] for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
     assert [(h["address"]["socket_address"]["port_value"], h["health_check_config"]["port_value"]) for h in hosts] == [
-        (18001, 18003), (18101, 18103)
+        (18001, 18003),
+        (18101, 18103),
     ]
     assert {h["address"]["socket_address"]["address"] for h in hosts} == {"127.0.0.1"}
     assert cluster["health_checks"][0]["interval"] == cluster["health_checks"][0]["no_traffic_interval"] == "0.5s"
-    assert loopback["static_resources"]["listeners"][0]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18500}
+    assert loopback["static_resources"]["listeners"][0]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 18500,
+    }
     assert loopback["admin"]["address"]["socket_address"]["port_value"] == 18901
     # The rest is the chart's, and the chart's config is left as it was.
-    for key in ("load_balancing_policy", "typed_extension_protocol_options", "circuit_breakers", "common_lb_config", "connect_timeout"):
+    for key in (
+        "load_balancing_policy",
+        "typed_extension_protocol_options",
+        "circuit_breakers",
+        "common_lb_config",
+        "connect_timeout",
+    ):
         assert cluster[key] == config["static_resources"]["clusters"][0][key]
-    assert loopback["static_resources"]["listeners"][0]["filter_chains"] == config["static_resources"]["listeners"][0]["filter_chains"]
+    assert (
+        loopback["static_resources"]["listeners"][0]["filter_chains"]
+        == config["static_resources"]["listeners"][0]["filter_chains"]
+    )
     assert config == chart.envoy_config(defaults)
     # A broken config does fail validation (the check is real).
     broken = copy.deepcopy(loopback)
     broken["static_resources"]["clusters"][0]["load_balancing_policy"]["policies"][0]["typed_extension_config"][
-        "typed_config"]["selection_method"] = "FEWEST_SESSIONS"
+        "typed_config"
+    ]["selection_method"] = "FEWEST_SESSIONS"
     assert envoy_validate(broken, tmp_path / "broken.yaml").returncode != 0
 
 
@@ -551,11 +598,19 @@ def test_dockerfile_lints(tmp_path):
     config.write_text("failure-threshold: style\n")
     assert not (DEPLOY / ".hadolint.yaml").exists()
     result = subprocess.run(
-        [str(HADOLINT), "--config", str(config), "deploy/Dockerfile"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [str(HADOLINT), "--config", str(config), "deploy/Dockerfile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     # The check bites: a shell-form ENTRYPOINT is a finding.
     bad = tmp_path / "Dockerfile"
-    bad.write_text((DEPLOY / "Dockerfile").read_text().replace('ENTRYPOINT ["ditto-container"]', "ENTRYPOINT ditto-container"))
-    result = subprocess.run([str(HADOLINT), "--config", str(config), str(bad)], capture_output=True, text=True, timeout=60)
+    bad.write_text(
+        (DEPLOY / "Dockerfile").read_text().replace('ENTRYPOINT ["ditto-container"]', "ENTRYPOINT ditto-container")
+    )
+    result = subprocess.run(
+        [str(HADOLINT), "--config", str(config), str(bad)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0 and "DL3025" in result.stdout

@@ -17,12 +17,21 @@ def online_cfg() -> dict:
     """Shaped like Ditto's online cfg (architecture reference §2.2), arrays included."""
     return {
         "base_cfg": {"decoder_cfg": {"model_path": "./models/decoder.pth", "device": "cuda"}},
-        "audio2motion_cfg": OrderedDict(model_path="./models/lmdm_v0.4_hubert.pth", seq_frames=80, audio_feat_dim=1103, use_emo=True),
+        "audio2motion_cfg": OrderedDict(
+            model_path="./models/lmdm_v0.4_hubert.pth", seq_frames=80, audio_feat_dim=1103, use_emo=True
+        ),
         "default_kwargs": {
-            "overlap_v2": 70, "sampling_timesteps": 10, "smo_k_d": 3, "fix_kp_cond": 1, "fix_kp_cond_dim": [0, 202],
-            "overall_ctrl_info": {"delta_pitch": 2}, "emo": np.zeros((600, 8), np.float32),
-            "delta_eye_arr": np.arange(15 * 63, dtype=np.float64).reshape(15, 63), "v_min_max_for_clip": np.ones((4, 265)),
-            "scale": np.float32(1.5), "tags": {"a", "b"},
+            "overlap_v2": 70,
+            "sampling_timesteps": 10,
+            "smo_k_d": 3,
+            "fix_kp_cond": 1,
+            "fix_kp_cond_dim": [0, 202],
+            "overall_ctrl_info": {"delta_pitch": 2},
+            "emo": np.zeros((600, 8), np.float32),
+            "delta_eye_arr": np.arange(15 * 63, dtype=np.float64).reshape(15, 63),
+            "v_min_max_for_clip": np.ones((4, 265)),
+            "scale": np.float32(1.5),
+            "tags": {"a", "b"},
         },
     }
 
@@ -33,7 +42,9 @@ def test_a_cfg_with_arrays_loads(tmp_path, protocol):
     path.write_bytes(pickle.dumps(online_cfg(), protocol=protocol))
     cfg = load_ditto_cfg(path)
     assert cfg["audio2motion_cfg"]["audio_feat_dim"] == 1103
-    np.testing.assert_array_equal(cfg["default_kwargs"]["delta_eye_arr"], online_cfg()["default_kwargs"]["delta_eye_arr"])
+    np.testing.assert_array_equal(
+        cfg["default_kwargs"]["delta_eye_arr"], online_cfg()["default_kwargs"]["delta_eye_arr"]
+    )
     assert cfg["default_kwargs"]["emo"].shape == (600, 8)
 
 

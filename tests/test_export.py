@@ -54,7 +54,9 @@ def test_onnx_equals_the_checkpoint_at_an_unseen_batch(exported, name):
     """Rebuild the network from the written checkpoint and compare at batch 3 (export traced batch 1)."""
     net, spec = STAGE_NETWORKS[name], SPECS[name]
     module = net.build(TINY)
-    load_checkpoint(net.state_module(module), exported / "synthetic_weights" / "models" / spec.checkpoint_file, net.nesting)
+    load_checkpoint(
+        net.state_module(module), exported / "synthetic_weights" / "models" / spec.checkpoint_file, net.nesting
+    )
     module.eval()
     net.prepare_export(module)
     inputs = sample_inputs(spec, batch=3, seed=123)
@@ -82,9 +84,7 @@ def test_released_layout_directory_gives_the_same_graph(exported, tmp_path):
 
 def test_parity_failure_stops_the_export(tmp_path):
     with pytest.raises(ParityError, match="stitch_network: ONNX Runtime differs"):
-        export_all(
-            ExportOptions(profile=TINY, out=tmp_path, stages=("stitch_network",), tolerance=-1.0)
-        )
+        export_all(ExportOptions(profile=TINY, out=tmp_path, stages=("stitch_network",), tolerance=-1.0))
 
 
 def test_cli_reports_a_missing_weights_file(tmp_path, capsys):

@@ -66,7 +66,9 @@ KILLED_CLIENT = textwrap.dedent(
 
 
 def test_killed_client_frees_its_session_within_the_idle_timeout(server, avatar):
-    child = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, server.grpc_url, avatar], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CLIENT, server.grpc_url, avatar], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout.readline().strip() == "streaming"
         assert active_sessions(server) == 1
@@ -144,13 +146,17 @@ def test_server_dying_under_a_client_is_one_line(tiny_export, tmp_path, portrait
         assert len(list(fresh.stream(fresh.register_avatar(portrait, CROP), np.zeros(3200, np.float32)))) == 5
 
 
-def test_sessions_over_the_limit_get_resource_exhausted_and_admitted_ones_finish(tiny_export, tmp_path, portrait, speech16k):
+def test_sessions_over_the_limit_get_resource_exhausted_and_admitted_ones_finish(
+    tiny_export, tmp_path, portrait, speech16k
+):
     repo = render_repository(tiny_export, tmp_path / "repo", "python-ort", include_services=True, max_sessions=1)
     speech = speech16k[: 6 * 16000]
     with TritonServer(repo) as srv, DittoClient(srv.grpc_url, busy_retries=0) as client:
         avatar = client.register_avatar(portrait, CROP)
         admitted: dict = {}
-        runner = threading.Thread(target=lambda: admitted.update(summarize(run_session(client, avatar, speech, "realtime"))))
+        runner = threading.Thread(
+            target=lambda: admitted.update(summarize(run_session(client, avatar, speech, "realtime")))
+        )
         runner.start()
         wait_for(lambda: active_sessions(srv) >= 1, "the admitted session to open")
         refused = []

@@ -153,7 +153,10 @@ def test_trt_build_dry_run_lists_every_plan_and_a_real_run_needs_tensorrt(tiny_e
     assert "lmdm: lmdm_v0.4_hubert.onnx -> fp32" in out and "warp_network: no plan, served by the PyTorch runner" in out
     args = ["--export", str(tiny_export), "--engines", str(tmp_path), "--dry-run", "--warp-runner", "plugin"]
     assert tensorrt_build.main(args) == 0
-    assert "warp_network: warp_network.onnx -> fp16, plugin GridSample3D, fp32 layers *GridSample*" in capsys.readouterr().out
+    assert (
+        "warp_network: warp_network.onnx -> fp16, plugin GridSample3D, fp32 layers *GridSample*"
+        in capsys.readouterr().out
+    )
     assert tensorrt_build.main(args[:-3] + ["--warp-runner", "plugin"]) == 2
     assert "--plugin" in capsys.readouterr().err
     assert tensorrt_build.main(args[:-3]) == 2  # this machine has no TensorRT
@@ -184,7 +187,9 @@ def test_container_entrypoint_steps(tmp_path, tiny_export, capsys):
     assert [s[0] for s in steps] == ["ditto-trt-build", "ditto-serve", container.TRITONSERVER]
     assert steps[0][-2:] == ["--plugin", "/opt/ditto/plugins/libgrid_sample_3d_plugin.so"]
     assert steps[2][-1] == "--backend-config=tensorrt,plugins=/opt/ditto/plugins/libgrid_sample_3d_plugin.so"
-    torch_flavor = container.Settings.from_env({"DITTO_FLAVOR": "torch", "DITTO_CUDA_GRAPHS": "true", "DITTO_PROFILE": "tiny"})
+    torch_flavor = container.Settings.from_env(
+        {"DITTO_FLAVOR": "torch", "DITTO_CUDA_GRAPHS": "true", "DITTO_PROFILE": "tiny"}
+    )
     steps = container.steps(torch_flavor, export_ready=True, server_args=[])
     assert [s[0] for s in steps] == ["ditto-serve", container.TRITONSERVER] and steps[0][-1] == "--cuda-graphs"
     for env, words in (
@@ -219,8 +224,13 @@ def test_dockerfile_builds_the_plugin_and_installs_the_package(tmp_path):
     parser.content = (DEPLOY / "Dockerfile").read_text()
     assert parser.baseimage == gpu_flavors.TRITON_IMAGE  # the serving stage, ARGs substituted
     froms = [i["value"] for i in parser.structure if i["instruction"] == "FROM"]
-    assert froms == ["nvcr.io/nvidia/tensorrt:${NGC_RELEASE}-py3 AS grid-sample-plugin", "nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3"]
-    args = dict(a.split("=", 1) for i in parser.structure if i["instruction"] == "ARG" for a in [i["value"]] if "=" in a)
+    assert froms == [
+        "nvcr.io/nvidia/tensorrt:${NGC_RELEASE}-py3 AS grid-sample-plugin",
+        "nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3",
+    ]
+    args = dict(
+        a.split("=", 1) for i in parser.structure if i["instruction"] == "ARG" for a in [i["value"]] if "=" in a
+    )
     assert args["NGC_RELEASE"] == gpu_flavors.NGC_RELEASE
     assert re.fullmatch(r"[0-9a-f]{40}", args["GRID_SAMPLE_PLUGIN_COMMIT"])  # the plugin source is pinned
     assert "90" in args["CUDA_ARCHITECTURES"].strip('"').split(";")  # Hopper
@@ -248,7 +258,9 @@ def test_dockerfile_builds_the_plugin_and_installs_the_package(tmp_path):
 def test_compose_serves_the_image_on_a_gpu_with_a_cache_volume():
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     service = compose["services"]["ditto"]
-    assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).resolve() == (DEPLOY / "Dockerfile").resolve()
+    assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).resolve() == (
+        DEPLOY / "Dockerfile"
+    ).resolve()
     devices = service["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
     assert any(v.endswith(":/cache") for v in service["volumes"]) and "ditto-cache" in compose["volumes"]

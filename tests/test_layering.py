@@ -11,7 +11,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "lint_imports.py"
-PACKAGE_FOLDERS = ("ditto_triton", "export", "model_repository", "ensembles", "client", "benchmarks", "gateway", "deploy", "apps")
+PACKAGE_FOLDERS = (
+    "ditto_triton",
+    "export",
+    "model_repository",
+    "ensembles",
+    "client",
+    "benchmarks",
+    "gateway",
+    "deploy",
+    "apps",
+)
 
 
 def run_contracts(*added: str) -> subprocess.CompletedProcess[str]:

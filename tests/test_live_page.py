@@ -29,7 +29,14 @@ def triton(triton_server_factory):
 @pytest.fixture(scope="module")
 def gateway(triton, samples_dir):
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(triton.grpc_url, samples_dir / "ditto_example_image.jpg"), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(triton.grpc_url, samples_dir / "ditto_example_image.jpg"),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, "the gateway to start", 20)
@@ -41,18 +48,30 @@ def gateway(triton, samples_dir):
 @pytest.fixture
 def browser(samples_dir, tmp_path):
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.fail("the browser test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver")
+        pytest.fail(
+            "the browser test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={samples_dir / 'ditto_example_audio.wav'}",
-        "--autoplay-policy=no-user-gesture-required", "--window-size=1200,900", f"--user-data-dir={tmp_path / 'profile'}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1200,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -80,9 +99,15 @@ def test_live_page_streams_shows_stats_and_stops(browser, gateway, triton, tmp_p
     browser.find_element("id", "start").click()
     stats = wait_for_page(browser, lambda s: s["frames"] >= 75 and s["drawn"] >= 25, 90, "75 frames received, 25 drawn")
     assert stats["state"] == "running" and stats["firstFrameMs"] > 0 and stats["fps"] > 5
-    print(f"live page: first frame {stats['firstFrameMs']:.0f} ms, {stats['fps']:.1f} frames/s, {stats['late']} late, video {stats['avLagMs']:.0f} ms behind the audio")
-    assert stats["avLagMs"] >= 0, stats  # frames wait for their time on the audio clock (how far behind: a benchmark's job)
-    panel = {k: browser.find_element("id", f"stat-{k}").text for k in ("first-frame", "fps", "frames", "late", "av-lag")}
+    print(
+        f"live page: first frame {stats['firstFrameMs']:.0f} ms, {stats['fps']:.1f} frames/s, {stats['late']} late, video {stats['avLagMs']:.0f} ms behind the audio"
+    )
+    assert stats["avLagMs"] >= 0, (
+        stats
+    )  # frames wait for their time on the audio clock (how far behind: a benchmark's job)
+    panel = {
+        k: browser.find_element("id", f"stat-{k}").text for k in ("first-frame", "fps", "frames", "late", "av-lag")
+    }
     assert panel["first-frame"].endswith(" ms") and float(panel["fps"]) > 0 and int(panel["frames"]) >= 75, panel
 
     (tmp_path / "live.png").write_bytes(browser.get_screenshot_as_png())  # the whole page, for a person to look at
@@ -173,7 +198,9 @@ def test_gateway_socket_streams_frames_and_reports_errors(gateway, triton, speec
     wait_for(lambda: active_sessions(triton) == 0, "a refused session is still open on the server")
 
 
-def test_an_audio_file_and_an_uploaded_portrait_play_to_the_end(browser, gateway, triton, samples_dir, portrait_video, tmp_path):
+def test_an_audio_file_and_an_uploaded_portrait_play_to_the_end(
+    browser, gateway, triton, samples_dir, portrait_video, tmp_path
+):
     clip = tmp_path / "face.mp4"
     clip.write_bytes(portrait_video)
     browser.get(gateway)

@@ -148,7 +148,10 @@ def test_metrics_follow_a_streamed_session(server, avatar, samples_dir):
         frames = list(session.frames())
     assert len(frames) == 25
     # The session is freed right after its final response is sent.
-    after = wait_for(lambda: (m := ditto(server))["active_sessions"] == 0 and m["sessions"]["completed"] == 1 and m, "the session to be counted")
+    after = wait_for(
+        lambda: (m := ditto(server))["active_sessions"] == 0 and m["sessions"]["completed"] == 1 and m,
+        "the session to be counted",
+    )
     assert after, f"the session did not end in the metrics: {ditto(server)}"
     assert after["frames_sent"] == len(frames)
     assert 0 <= after["late_frames"] <= len(frames)
@@ -171,11 +174,16 @@ def test_rejected_and_idle_sessions_are_counted(server, avatar):
     audio.set_data_from_numpy(np.zeros((1, 3200), np.float32))
     avatar_id = grpcclient.InferInput("avatar_id", [1, 1], "BYTES")
     avatar_id.set_data_from_numpy(np.array([[avatar.encode()]], dtype=object))
-    grpc.async_stream_infer("orchestrator", [audio, avatar_id], sequence_id=4242, sequence_start=True,
-                            enable_empty_final_response=True)
+    grpc.async_stream_infer(
+        "orchestrator", [audio, avatar_id], sequence_id=4242, sequence_start=True, enable_empty_final_response=True
+    )
     try:
         wait_for(lambda: ditto(server)["active_sessions"] == 1, "the session to open", 10)
-        ended = wait_for(lambda: ditto(server)["sessions"]["idle_timeout"] == start["idle_timeout"] + 1, "the idle timeout", IDLE_TIMEOUT_S + 10)
+        ended = wait_for(
+            lambda: ditto(server)["sessions"]["idle_timeout"] == start["idle_timeout"] + 1,
+            "the idle timeout",
+            IDLE_TIMEOUT_S + 10,
+        )
         assert ended, f"the idle session was not counted: {ditto(server)}"
     finally:
         grpc.stop_stream()

@@ -44,7 +44,15 @@ def test_offline_fuses_windows_as_documented(recording_stages, photo_avatar, spe
     """smooth_k 1 (no smoothing) exposes the fusion: the first window is output, every later one
     crossfades its first `overlap` frames into the result and appends the rest."""
     n, overlap, steps = 200, 10, 4
-    _, _, rows = generate(recording_stages, photo_avatar, speech16k[: n * 640], mode="offline", overlap=overlap, sampling_steps=steps, smooth_k=1)
+    _, _, rows = generate(
+        recording_stages,
+        photo_avatar,
+        speech16k[: n * 640],
+        mode="offline",
+        overlap=overlap,
+        sampling_steps=steps,
+        smooth_k=1,
+    )
     rows, windows = np.stack(rows), recording_stages.windows(steps)
     valid = 80 - overlap
     assert len(windows) == -(-n // valid) == 3  # windows start at frames 0, 70, 140
@@ -61,7 +69,9 @@ def test_offline_fuses_windows_as_documented(recording_stages, photo_avatar, spe
 def test_online_fuses_windows_as_documented(recording_stages, photo_avatar, speech16k):
     """Online: window n's block of V frames is window n-1's tail crossfaded into window n."""
     steps = 3
-    _, _, rows = generate(recording_stages, photo_avatar, speech16k[: 60 * 640], overlap=70, sampling_steps=steps, smooth_k=1)
+    _, _, rows = generate(
+        recording_stages, photo_avatar, speech16k[: 60 * 640], overlap=70, sampling_steps=steps, smooth_k=1
+    )
     rows, windows = np.stack(rows), recording_stages.windows(steps)
     alpha = (np.arange(10) / 10)[:, None]
     for n in range(1, len(windows) - 1):  # the last (padded) window's frames come out unfused
@@ -96,7 +106,9 @@ def test_windows_join_without_jumps(recording_stages, photo_avatar, speech16k, m
 def test_offline_d0_is_the_first_generated_frame(recording_stages, photo_avatar, speech16k):
     from ditto_triton.streaming.stitch import bin66_to_degree
 
-    session, _, rows = generate(recording_stages, photo_avatar, speech16k[: 100 * 640], mode="offline", sampling_steps=2, delta_pitch=0.0)
+    session, _, rows = generate(
+        recording_stages, photo_avatar, speech16k[: 100 * 640], mode="offline", sampling_steps=2, delta_pitch=0.0
+    )
     # relative driving: frame 0 (= d0) shows the source's pose and translation, later frames do not
     first, later = session.driving_info(0, rows[0]), session.driving_info(50, rows[50])
     for key in ("pitch", "yaw", "roll"):
@@ -114,7 +126,9 @@ def test_offline_refuses_a_clip_it_cannot_keep(recording_stages, photo_avatar):
 @pytest.mark.parametrize("overlap, steps", [(70, 3), (60, 2), (50, 1)])
 def test_overlap_and_steps_set_the_windows_and_lmdm_calls(recording_stages, photo_avatar, speech16k, overlap, steps):
     n = 120
-    session, _, rows = generate(recording_stages, photo_avatar, speech16k[: n * 640], overlap=overlap, sampling_steps=steps)
+    session, _, rows = generate(
+        recording_stages, photo_avatar, speech16k[: n * 640], overlap=overlap, sampling_steps=steps
+    )
     valid = 80 - overlap
     assert session.frames_per_window == valid and len(rows) == n
     # online: one window per `valid` new feature rows (the prefill silence is `overlap` rows), each `steps` calls
@@ -123,8 +137,12 @@ def test_overlap_and_steps_set_the_windows_and_lmdm_calls(recording_stages, phot
 
 def test_smooth_k_smooths_the_pose_and_never_the_expression(recording_stages, photo_avatar, speech16k):
     audio = speech16k[: 60 * 640]
-    _, _, rough = generate(recording_stages, photo_avatar, audio, mode="offline", overlap=10, sampling_steps=2, smooth_k=1)
-    _, _, smooth = generate(recording_stages, photo_avatar, audio, mode="offline", overlap=10, sampling_steps=2, smooth_k=9)
+    _, _, rough = generate(
+        recording_stages, photo_avatar, audio, mode="offline", overlap=10, sampling_steps=2, smooth_k=1
+    )
+    _, _, smooth = generate(
+        recording_stages, photo_avatar, audio, mode="offline", overlap=10, sampling_steps=2, smooth_k=9
+    )
     rough, smooth = np.stack(rough), np.stack(smooth)  # 60 frames: one window, so the same prediction
     np.testing.assert_array_equal(rough[:, 202:], smooth[:, 202:])  # exp (dims 202..264) untouched
 

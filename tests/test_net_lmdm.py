@@ -21,9 +21,18 @@ def _expected_keys(cfg: LMDMConfig) -> set[str]:
     wb = ("weight", "bias")
     mha = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
     keys = {"null_cond_embed", "null_cond_hidden", "rotary.freqs"}
-    for mod in ("input_projection", "time_mlp.1", "to_time_cond.0", "to_time_tokens.0", "norm_cond",
-                "cond_projection", "non_attn_cond_projection.0", "non_attn_cond_projection.1",
-                "non_attn_cond_projection.3", "final_layer"):
+    for mod in (
+        "input_projection",
+        "time_mlp.1",
+        "to_time_cond.0",
+        "to_time_tokens.0",
+        "norm_cond",
+        "cond_projection",
+        "non_attn_cond_projection.0",
+        "non_attn_cond_projection.1",
+        "non_attn_cond_projection.3",
+        "final_layer",
+    ):
         keys |= {f"{mod}.{p}" for p in wb}
     for i in range(cfg.num_cond_layers):
         p = f"cond_encoder.{i}"

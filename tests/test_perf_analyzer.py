@@ -37,17 +37,23 @@ def test_parse_csv_reads_the_first_block_by_header():
 
 
 def test_stage_input_data_is_plausible():
-    lmdm = inputs.ModelInfo("lmdm", 8, (
-        inputs.ModelInput("x", "FP32", (80, 265)),
-        inputs.ModelInput("time_cond", "INT64", (1,)),
-    ))
+    lmdm = inputs.ModelInfo(
+        "lmdm",
+        8,
+        (
+            inputs.ModelInput("x", "FP32", (80, 265)),
+            inputs.ModelInput("time_cond", "INT64", (1,)),
+        ),
+    )
     entry = inputs.stage_input_data(lmdm, seed=3)["data"][0]
     steps = np.frombuffer(base64.b64decode(entry["time_cond"]["content"]["b64"]), "<i8")
     assert entry["time_cond"]["shape"] == [1] and 0 <= steps[0] < 1000
     x = np.frombuffer(base64.b64decode(entry["x"]["content"]["b64"]), "<f4")
     assert x.size == 80 * 265 and np.isfinite(x).all() and 0.5 < x.std() < 1.5
 
-    kp = inputs.ModelInfo("stitch_network", 8, tuple(inputs.ModelInput(n, "FP32", (21, 3)) for n in ("kp_source", "kp_driving")))
+    kp = inputs.ModelInfo(
+        "stitch_network", 8, tuple(inputs.ModelInput(n, "FP32", (21, 3)) for n in ("kp_source", "kp_driving"))
+    )
     entry = inputs.stage_input_data(kp)["data"][0]
     src, drv = (np.frombuffer(base64.b64decode(entry[k]["content"]["b64"]), "<f4") for k in ("kp_source", "kp_driving"))
     assert np.abs(drv - src).max() < 0.5  # driving keypoints move around the source ones
@@ -64,18 +70,26 @@ def test_stage_input_data_is_plausible():
 
 def _request(sequence_id: int, sent_ms: float, responses_ms: list[float]) -> dict:
     return {
-        "sequence_id": sequence_id, "timestamp": int(sent_ms * 1e6), "response_timestamps": [int(t * 1e6) for t in responses_ms]
+        "sequence_id": sequence_id,
+        "timestamp": int(sent_ms * 1e6),
+        "response_timestamps": [int(t * 1e6) for t in responses_ms],
     }
 
 
 def test_profile_stats_from_request_timestamps():
     # Two-step sessions of 3 frames; every request ends with the empty final response.
     frames = [200.0, 240.0, 330.0]  # the last one 50 ms late
-    profile = {"experiments": [{"requests": [
-        _request(1, 0.0, [5.0]),
-        _request(1, 10.0, [*frames, 331.0]),
-        _request(2, 400.0, [405.0]),  # cut off by the end of the run: not a session
-    ]}]}
+    profile = {
+        "experiments": [
+            {
+                "requests": [
+                    _request(1, 0.0, [5.0]),
+                    _request(1, 10.0, [*frames, 331.0]),
+                    _request(2, 400.0, [405.0]),  # cut off by the end of the run: not a session
+                ]
+            }
+        ]
+    }
     stats = pa.profile_stats(profile, steps=2, frames_per_stream=3, audio_s=0.12)
     assert (stats["sessions"], stats["frames"]) == (1, 3)
     assert stats["frames_per_s"] == pytest.approx(3 / 0.405, abs=0.01)
@@ -129,7 +143,13 @@ def test_run_streaming_sessions(server, samples_dir):
     with DittoClient(server.grpc_url) as client:
         avatar = client.register_avatar((samples_dir / "ditto_example_image.jpg").read_bytes(), {"max_size": 512})
     result = pa.run_streaming(
-        server.grpc_url, avatar, concurrency=2, seconds=1.0, streams=2, options={"sampling_steps": 2}, measurement_ms=5000
+        server.grpc_url,
+        avatar,
+        concurrency=2,
+        seconds=1.0,
+        streams=2,
+        options={"sampling_steps": 2},
+        measurement_ms=5000,
     )
     assert result["steps_per_session"] == 5 and result["audio_s"] == 1.0
     assert result["sessions_per_s"] > 0 and result["pa_responses_per_s"] > 0 and result["pa_p95_ms"] > 0
@@ -144,4 +164,3 @@ def test_run_streaming_sessions(server, samples_dir):
 def test_run_streaming_reports_server_errors(server):
     with pytest.raises(pa.PerfAnalyzerError, match="unknown avatar id"):
         pa.run_streaming(server.grpc_url, "0" * 32, seconds=0.4, streams=1, measurement_ms=500)
-

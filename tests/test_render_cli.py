@@ -43,10 +43,22 @@ def probe(path):
 def test_mp4_has_video_and_audio_of_the_same_length(service_server, samples_dir, short_stereo_wav, tmp_path, capsys):
     out = tmp_path / "out.mp4"
     sheet = tmp_path / "sheet.png"
-    code = render_main([
-        "--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(short_stereo_wav),
-        "--out", str(out), "--url", service_server.grpc_url, "--max-size", "512", "--contact-sheet", str(sheet),
-    ])
+    code = render_main(
+        [
+            "--image",
+            str(samples_dir / "ditto_example_image.jpg"),
+            "--audio",
+            str(short_stereo_wav),
+            "--out",
+            str(out),
+            "--url",
+            service_server.grpc_url,
+            "--max-size",
+            "512",
+            "--contact-sheet",
+            str(sheet),
+        ]
+    )
     assert code == 0
     info = probe(out)
     assert info["fps"] == 25 and info["size"] == (512, 512)
@@ -60,10 +72,22 @@ def test_mp4_has_video_and_audio_of_the_same_length(service_server, samples_dir,
 
 def test_embedded_server_when_no_url(tiny_export, samples_dir, short_stereo_wav, tmp_path, capsys):
     out = tmp_path / "embedded.mp4"
-    code = render_main([
-        "--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(short_stereo_wav),
-        "--out", str(out), "--export-dir", str(tiny_export), "--max-size", "256", "--seed", "3",
-    ])
+    code = render_main(
+        [
+            "--image",
+            str(samples_dir / "ditto_example_image.jpg"),
+            "--audio",
+            str(short_stereo_wav),
+            "--out",
+            str(out),
+            "--export-dir",
+            str(tiny_export),
+            "--max-size",
+            "256",
+            "--seed",
+            "3",
+        ]
+    )
     assert code == 0
     assert probe(out)["size"] == (256, 256)
     assert "synthetic weights" in capsys.readouterr().err
@@ -77,15 +101,32 @@ def run_error(args, capsys) -> str:
 
 
 def test_server_down_is_one_line(samples_dir, short_stereo_wav, tmp_path, capsys):
-    base = ["--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(short_stereo_wav), "--out", str(tmp_path / "x.mp4")]
+    base = [
+        "--image",
+        str(samples_dir / "ditto_example_image.jpg"),
+        "--audio",
+        str(short_stereo_wav),
+        "--out",
+        str(tmp_path / "x.mp4"),
+    ]
     port = free_port()
     assert "cannot reach a Triton server" in run_error(base + ["--url", f"127.0.0.1:{port}", "--timeout", "2"], capsys)
     assert "error:" in run_error(base + ["--url", "no such host:::", "--timeout", "2"], capsys)
     assert "host:port, without a scheme" in run_error(base + ["--url", "http://127.0.0.1:8001"], capsys)
-    assert "no such file" in run_error(["--image", str(tmp_path / "none.jpg"), "--audio", str(short_stereo_wav), "--out", "x.mp4"], capsys)
+    assert "no such file" in run_error(
+        ["--image", str(tmp_path / "none.jpg"), "--audio", str(short_stereo_wav), "--out", "x.mp4"], capsys
+    )
 
 
 def test_server_without_the_models_is_one_line(triton_stage_server, samples_dir, short_stereo_wav, tmp_path, capsys):
-    args = ["--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(short_stereo_wav),
-            "--out", str(tmp_path / "x.mp4"), "--url", triton_stage_server.grpc_url]
+    args = [
+        "--image",
+        str(samples_dir / "ditto_example_image.jpg"),
+        "--audio",
+        str(short_stereo_wav),
+        "--out",
+        str(tmp_path / "x.mp4"),
+        "--url",
+        triton_stage_server.grpc_url,
+    ]
     assert "avatar_registry" in run_error(args, capsys)

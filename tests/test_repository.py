@@ -115,7 +115,9 @@ def test_warp_runner_choices(tiny_export, tmp_path):
     assert warp.platform == "tensorrt_plan" and pbtxt.get_parameters(warp)["required_plugin"] == "GridSample3D"
     assert "GridSample3D" in (plugin / "warp_network" / "1" / "README.txt").read_text()
     validate_repository(plugin, tiny_export)
-    ort = render_repository(tiny_export, tmp_path / "o", "onnxruntime", include_services=False, warp_runner="onnxruntime")
+    ort = render_repository(
+        tiny_export, tmp_path / "o", "onnxruntime", include_services=False, warp_runner="onnxruntime"
+    )
     assert pbtxt.read_config(ort / "warp_network").platform == "onnxruntime_onnx"
     for flavor, runner in (("tensorrt", "onnxruntime"), ("onnxruntime", "plugin"), ("python-ort", "torch")):
         with pytest.raises(ValueError, match="warp"):
@@ -139,9 +141,7 @@ def test_stages_without_pytorch_weights_use_onnx_runtime(tiny_export):
 
 
 def test_batching_settings():
-    configs = {
-        s: stage_config(spec, "python-ort", kind=pbtxt.KIND_CPU, max_batch_size=8) for s, spec in SPECS.items()
-    }
+    configs = {s: stage_config(spec, "python-ort", kind=pbtxt.KIND_CPU, max_batch_size=8) for s, spec in SPECS.items()}
     for stage, spec in SPECS.items():
         c = configs[stage]
         if spec.batch_dynamic:
@@ -207,8 +207,17 @@ def _edit(repo, model, edit):
         ),
         ("extractors", lambda c: setattr(c, "max_batch_size", 16), ["extractors", "max_batch_size"]),
     ],
-    ids=["renamed-input", "wrong-dim", "lost-reshape", "wrong-dtype", "batched-hubert", "missing-output",
-         "unused-step-output", "ensemble-unknown-input", "ensemble-batch-too-big"],
+    ids=[
+        "renamed-input",
+        "wrong-dim",
+        "lost-reshape",
+        "wrong-dtype",
+        "batched-hubert",
+        "missing-output",
+        "unused-step-output",
+        "ensemble-unknown-input",
+        "ensemble-batch-too-big",
+    ],
 )
 def test_validate_catches_broken_configs(tiny_export, tmp_path_factory, model, edit, words):
     repo = render_repository(tiny_export, tmp_path_factory.mktemp("ok") / "repo", "python-ort", include_services=False)
@@ -338,9 +347,19 @@ def test_ditto_serve_render_only(tiny_export, tmp_path, capsys):
     assert (repo / "decoder" / "1" / "README.txt").is_file() and (repo / "warp_network" / "1" / "model.pth").is_file()
     assert "first build every stage's model.plan" in out
     plugin = tmp_path / "plugin"
-    assert serve.main(["--export", str(tiny_export), "--flavor", "tensorrt", "--repo", str(plugin), "--warp-runner", "plugin"]) == 0
+    assert (
+        serve.main(
+            ["--export", str(tiny_export), "--flavor", "tensorrt", "--repo", str(plugin), "--warp-runner", "plugin"]
+        )
+        == 0
+    )
     assert "--backend-config=tensorrt,plugins=/opt/ditto/plugins/libgrid_sample_3d_plugin.so" in capsys.readouterr().out
-    assert serve.main(["--export", str(tiny_export), "--flavor", "python-ort", "--repo", str(plugin), "--warp-runner", "plugin"]) == 2
+    assert (
+        serve.main(
+            ["--export", str(tiny_export), "--flavor", "python-ort", "--repo", str(plugin), "--warp-runner", "plugin"]
+        )
+        == 2
+    )
     assert "warp_runner" in capsys.readouterr().err
     assert serve.main(["--export", str(tiny_export), "--repo", str(repo), "--render-only", "--no-services"]) == 0
     assert pbtxt.read_config(repo / "decoder").backend == "python"

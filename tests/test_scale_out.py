@@ -87,10 +87,27 @@ def _start_replica(name: str, export: Path, tmp: Path) -> Replica:
     ports = [free_port() for _ in range(4)]
     log = tmp / f"{name}.log"
     command = [
-        sys.executable, "-m", "ditto_triton.model_repository.serve", "--export", str(export), "--repo", str(tmp / f"repo-{name}"),
-        "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
-        "--health-port", str(ports[3]), "--drain-file", str(tmp / f"draining-{name}"), "--drain-timeout-s", "90",
-        "--max-sessions", "4",
+        sys.executable,
+        "-m",
+        "ditto_triton.model_repository.serve",
+        "--export",
+        str(export),
+        "--repo",
+        str(tmp / f"repo-{name}"),
+        "--http-port",
+        str(ports[0]),
+        "--grpc-port",
+        str(ports[1]),
+        "--metrics-port",
+        str(ports[2]),
+        "--health-port",
+        str(ports[3]),
+        "--drain-file",
+        str(tmp / f"draining-{name}"),
+        "--drain-timeout-s",
+        "90",
+        "--max-sessions",
+        "4",
     ]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -142,7 +159,9 @@ def proxy(replicas, tmp_path_factory):
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [str(envoy), "-c", str(tmp / "envoy.yaml"), "--base-id", str(listen), "--log-level", "warn"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 30
@@ -199,7 +218,9 @@ def _run_sessions(client: DittoClient, avatar_id: str, audio: np.ndarray, count:
     return results
 
 
-def test_sessions_spread_over_both_replicas_and_an_unseen_avatar_still_works(replicas, proxy, portrait, speech16k, stages):
+def test_sessions_spread_over_both_replicas_and_an_unseen_avatar_still_works(
+    replicas, proxy, portrait, speech16k, stages
+):
     audio = speech16k[: 16000 * 2]
     before = [r.count("ditto_sessions_total", outcome="completed") for r in replicas]
     with DittoClient(proxy) as client:
@@ -220,7 +241,10 @@ def test_a_session_without_the_image_on_a_replica_that_lacks_the_avatar_is_a_cle
     with DittoClient(first.grpc_url) as registrar:
         avatar = registrar.register_avatar(mirrored, CROP)
     assert first.knows(avatar) and not second.knows(avatar)
-    with DittoClient(second.grpc_url, carry_avatar=False) as client, pytest.raises(UnknownAvatarError, match="unknown avatar id"):
+    with (
+        DittoClient(second.grpc_url, carry_avatar=False) as client,
+        pytest.raises(UnknownAvatarError, match="unknown avatar id"),
+    ):
         list(client.stream(avatar, speech16k[:16000]))
 
 

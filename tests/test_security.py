@@ -36,7 +36,10 @@ def test_the_embedded_server_listens_on_loopback_only(guarded):
 def test_inference_needs_the_access_token(guarded, portrait):
     with DittoClient(guarded.grpc_url) as anonymous, pytest.raises(ServerError, match=TOKEN_HEADER):
         anonymous.register_avatar(portrait, {"max_size": 512})
-    with DittoClient(guarded.grpc_url, headers={TOKEN_HEADER: "wrong"}) as wrong, pytest.raises(ServerError, match=TOKEN_HEADER):
+    with (
+        DittoClient(guarded.grpc_url, headers={TOKEN_HEADER: "wrong"}) as wrong,
+        pytest.raises(ServerError, match=TOKEN_HEADER),
+    ):
         wrong.register_avatar(portrait, {"max_size": 512})
     with DittoClient(guarded.grpc_url, headers={TOKEN_HEADER: TOKEN}) as client:
         avatar = client.register_avatar(portrait, {"max_size": 512})

@@ -36,7 +36,9 @@ def silence(stages):
 def speech(seconds, seed=0):
     t = np.arange(int(seconds * SR)) / SR
     rng = np.random.default_rng(seed)
-    return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+    return (
+        0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.normal(size=t.size)
+    ).astype(np.float32)
 
 
 def run(stages, avatar, silence, audio, chunk=3200, **opts):

@@ -172,4 +172,7 @@ def test_warp_runner_timing_measures_both_runners(tiny_export):
     assert expected <= set(runners) and any(name.startswith("onnxruntime ") for name in runners)
     for rows in runners.values():
         assert set(rows) == {1, 2}
-        assert rows[2]["ms_per_frame"] == pytest.approx(rows[2]["ms_per_call"] / 2, abs=0.01) and rows[1]["ms_per_call"] > 0
+        assert (
+            rows[2]["ms_per_frame"] == pytest.approx(rows[2]["ms_per_call"] / 2, abs=0.01)
+            and rows[1]["ms_per_call"] > 0
+        )

@@ -153,7 +153,7 @@ def test_server_stops_cleanly(triton_server_factory, tiny_export, tmp_path):
 
 # A stand-in for the service backends: answers every request with zeros shaped like the config's
 # outputs (-1 -> 2), twice then a final flag when decoupled; records what the controls carried.
-_DUMMY_SERVICE = '''
+_DUMMY_SERVICE = """
 import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -186,7 +186,7 @@ class TritonPythonModel:
                 sender.send(pb_utils.InferenceResponse(output_tensors=self._outputs(request)))
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         return None
-'''
+"""
 
 
 def test_service_configs_load_in_triton(triton_server_factory, tiny_export, tmp_path):
@@ -202,16 +202,29 @@ def test_service_configs_load_in_triton(triton_server_factory, tiny_export, tmp_
     server = triton_server_factory(repo)
     with grpcclient.InferenceServerClient(server.grpc_url) as c:
         registered = c.infer("avatar_registry", infer_inputs({"avatar_id": np.array([b"abc"], object)}))
-        assert registered.as_numpy("f_s").shape == (2, *TINY.appearance.feature_shape)  # the dummy fills -1 (source frames) with 2
+        assert registered.as_numpy("f_s").shape == (
+            2,
+            *TINY.appearance.feature_shape,
+        )  # the dummy fills -1 (source frames) with 2
 
         responses: queue.Queue = queue.Queue()
         c.start_stream(callback=lambda result, error: responses.put((result, error)))
         chunk = {"audio": np.zeros((1, 640), np.float32), "sample_rate": np.array([[16000]], np.int32)}
         first = {"audio_int16": np.zeros((1, 320), np.int16), "avatar_id": np.array([[b"abc"]], object)}
-        for seq, start, end, arrays in [(11, True, False, first), (12, True, False, chunk), (11, False, True, chunk),
-                                        (12, False, True, first)]:
-            c.async_stream_infer("orchestrator", infer_inputs(arrays), sequence_id=seq, sequence_start=start,
-                                 sequence_end=end, enable_empty_final_response=True)
+        for seq, start, end, arrays in [
+            (11, True, False, first),
+            (12, True, False, chunk),
+            (11, False, True, chunk),
+            (12, False, True, first),
+        ]:
+            c.async_stream_infer(
+                "orchestrator",
+                infer_inputs(arrays),
+                sequence_id=seq,
+                sequence_start=start,
+                sequence_end=end,
+                enable_empty_final_response=True,
+            )
         frames = finals = 0
         while finals < 4:
             result, error = responses.get(timeout=30)

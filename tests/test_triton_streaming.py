@@ -154,8 +154,13 @@ def test_wrong_sample_rate_is_refused(server, client, portrait):
     ident = grpcclient.InferInput("avatar_id", [1, 1], "BYTES")
     ident.set_data_from_numpy(np.array([[avatar.encode()]], dtype=object))
     session._client.async_stream_infer(
-        "orchestrator", [rate, ident], request_id="0", sequence_id=session.sequence_id,
-        sequence_start=True, sequence_end=True, enable_empty_final_response=True,
+        "orchestrator",
+        [rate, ident],
+        request_id="0",
+        sequence_id=session.sequence_id,
+        sequence_start=True,
+        sequence_end=True,
+        enable_empty_final_response=True,
     )
     session._sent, session._ended = 1, True
     with pytest.raises(ServerError, match="16000 Hz"):
@@ -245,7 +250,9 @@ def test_offline_mode_through_the_server_equals_in_process(server, client, portr
     options = {"mode": "offline", "sampling_steps": 5}
     frames = list(client.stream(avatar, audio, options))
     assert [f.index for f in frames] == list(range(-(-audio.size // 640)))
-    ref = render_audio(stages, server_avatar(server, avatar), audio, TINY.render_size, SessionOptions.from_dict(options))
+    ref = render_audio(
+        stages, server_avatar(server, avatar), audio, TINY.render_size, SessionOptions.from_dict(options)
+    )
     assert all(np.array_equal(f.rgb, r.rgb) for f, r in zip(frames, ref))
     online = list(client.stream(avatar, audio, {"sampling_steps": 5}))
     assert len(online) == len(frames) and not np.array_equal(online[40].rgb, frames[40].rgb)
@@ -255,7 +262,9 @@ def test_video_avatar_through_the_server_equals_in_process(server, client, portr
     avatar = client.register_video(portrait_video, {"max_size": 512, "max_frames": 8})
     served = server_avatar(server, avatar)
     assert served.frames == 8 and served.source_rgb.shape[0] == 8
-    local = register_avatar(stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "max_frames": 8}, video=True)
+    local = register_avatar(
+        stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "max_frames": 8}, video=True
+    )
     np.testing.assert_allclose(served.motion_info, local.motion_info, rtol=1e-5, atol=1e-5)
     audio = speech16k[: 2 * 16000]
     frames = list(client.stream(avatar, audio))

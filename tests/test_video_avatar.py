@@ -32,10 +32,18 @@ def test_every_frame_is_registered_and_motion_is_smoothed_over_time(recording_st
     assert not np.array_equal(a.source_rgb[0], a.source_rgb[5]) and not np.allclose(a.f_s[0], a.f_s[5])
     # the face drifts right: the crops' translation follows it
     assert a.crop_to_source[5, 0, 2] - a.crop_to_source[0, 0, 2] == pytest.approx(30, abs=4)
-    raw = register_avatar(recording_stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "source_smooth_k": 1}, video=True)
+    raw = register_avatar(
+        recording_stages,
+        portrait_video,
+        TINY.appearance.image_size,
+        {"max_size": 512, "source_smooth_k": 1},
+        video=True,
+    )
     np.testing.assert_allclose(a.motion_info, moving_average(raw.motion_info, 13), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(a.f_s, raw.f_s)  # f_s and the crops are not smoothed
-    short = register_avatar(recording_stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "max_frames": 4}, video=True)
+    short = register_avatar(
+        recording_stages, portrait_video, TINY.appearance.image_size, {"max_size": 512, "max_frames": 4}, video=True
+    )
     assert short.frames == 4
 
 

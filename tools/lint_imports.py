@@ -36,14 +36,22 @@ def lint(tree: Path) -> subprocess.CompletedProcess[str]:
     # import-linter puts its working directory first on sys.path: run it inside the laid-out tree
     return subprocess.run(
         [str(exe), str(ROOT / "pyproject.toml"), "--no-cache", "--no-logo"],
-        cwd=tree, capture_output=True, text=True, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--add", action="append", default=[], metavar="FILE=TEXT",
-                        help="write TEXT to FILE (relative to the laid-out tree) before linting")
+    parser.add_argument(
+        "--add",
+        action="append",
+        default=[],
+        metavar="FILE=TEXT",
+        help="write TEXT to FILE (relative to the laid-out tree) before linting",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ditto-layers-") as tmp:
         tree = lay_out(Path(tmp))

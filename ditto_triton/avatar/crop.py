@@ -32,15 +32,111 @@ EYE_B_INDICES: tuple[int, ...] = (263, 362, 386, 374)
 LIP_INDICES: tuple[int, ...] = (61, 291)
 
 # Face oval from the right temple, down the jaw and chin, up to the left temple (brow height and below).
-_JAW_LINE = (389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136,
-             172, 58, 132, 93, 234, 127, 162)
+_JAW_LINE = (
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+)
 _BROWS = (46, 52, 53, 55, 63, 65, 66, 70, 105, 107, 276, 282, 283, 285, 293, 295, 296, 300, 334, 336)
-_EYES = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246,
-         249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
-_NOSE = (1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327,
-         344, 440)
-_LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191,
-         267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
+_EYES = (
+    7,
+    33,
+    133,
+    144,
+    145,
+    153,
+    154,
+    155,
+    157,
+    158,
+    159,
+    160,
+    161,
+    163,
+    173,
+    246,
+    249,
+    263,
+    362,
+    373,
+    374,
+    380,
+    381,
+    382,
+    384,
+    385,
+    386,
+    387,
+    388,
+    390,
+    398,
+    466,
+)
+_NOSE = (1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440)
+_LIPS = (
+    0,
+    13,
+    14,
+    17,
+    37,
+    39,
+    40,
+    61,
+    78,
+    80,
+    81,
+    82,
+    84,
+    87,
+    88,
+    91,
+    95,
+    146,
+    178,
+    181,
+    185,
+    191,
+    267,
+    269,
+    270,
+    291,
+    308,
+    310,
+    311,
+    312,
+    314,
+    317,
+    318,
+    321,
+    324,
+    375,
+    402,
+    405,
+    409,
+    415,
+)
 BOX_INDICES: tuple[int, ...] = tuple(sorted(set(_JAW_LINE + _BROWS + _EYES + _NOSE + _LIPS)))
 
 MIN_LANDMARKS = 468  # the crop needs the mesh points only, not the 10 iris points
@@ -168,9 +264,7 @@ def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
 def _points(lmk_px: np.ndarray) -> np.ndarray:
     pts = np.asarray(lmk_px, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[0] < MIN_LANDMARKS or pts.shape[1] < 2:
-        raise ValueError(
-            f"expected MediaPipe mesh landmarks of shape (N>={MIN_LANDMARKS}, 2 or 3), got {pts.shape}"
-        )
+        raise ValueError(f"expected MediaPipe mesh landmarks of shape (N>={MIN_LANDMARKS}, 2 or 3), got {pts.shape}")
     pts = pts[:, :2]
     if not np.isfinite(pts).all():
         raise ValueError("landmarks contain NaN or infinite values")

@@ -119,8 +119,7 @@ def detect_face(rgb: np.ndarray) -> FaceLandmarks:
     landmarks = landmarks_in_box(rgb, faces[0])
     if landmarks is None:
         raise NoFaceError(
-            "no face was found in the image: a face-like region was detected but its landmarks "
-            "could not be located"
+            "no face was found in the image: a face-like region was detected but its landmarks could not be located"
         )
     return landmarks
 
@@ -149,9 +148,7 @@ def landmarks_in_box(rgb: np.ndarray, box: FaceBox, *, min_iou: float = MIN_BOX_
     if best is None:
         return None
     normalised = best / np.array([width, height, width], dtype=np.float64)
-    return FaceLandmarks(
-        px=best.astype(np.float32), normalised=normalised.astype(np.float32), detection=box
-    )
+    return FaceLandmarks(px=best.astype(np.float32), normalised=normalised.astype(np.float32), detection=box)
 
 
 def close_face_models() -> None:
@@ -229,9 +226,7 @@ def _detections(result: Any, width: int, height: int) -> list[FaceBox]:
     for det in result.detections or []:
         rel = det.location_data.relative_bounding_box
         x0, y0 = rel.xmin * width, rel.ymin * height
-        boxes.append(
-            FaceBox(x0, y0, x0 + rel.width * width, y0 + rel.height * height, float(det.score[0]))
-        )
+        boxes.append(FaceBox(x0, y0, x0 + rel.width * width, y0 + rel.height * height, float(det.score[0])))
     return boxes
 
 

@@ -68,9 +68,7 @@ def decode_image(
     except AvatarError:
         raise
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(
-            f"data is not an image in a supported format ({', '.join(SUPPORTED_FORMATS)})"
-        ) from exc
+        raise ImageDecodeError(f"data is not an image in a supported format ({', '.join(SUPPORTED_FORMATS)})") from exc
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image is too large to decode: {exc}") from exc
     except MemoryError:

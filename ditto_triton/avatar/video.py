@@ -64,7 +64,9 @@ def decode_video(
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             if width * height > max_pixels:
-                raise ImageTooLargeError(f"video frames are {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+                raise ImageTooLargeError(
+                    f"video frames are {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+                )
             for frame in container.decode(stream):
                 frames.append(fit_source(frame.to_ndarray(format="rgb24"), max_size))
                 if len(frames) >= max_frames:

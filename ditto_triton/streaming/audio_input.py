@@ -28,14 +28,18 @@ def to_float32(
     The tensor is one channel: shape (N,) or (1, N). At most `max_samples` per request (a live
     session streams any length in chunks; one request of hours is refused rather than buffered)."""
     if sample_rate is not None and sample_rate != SAMPLE_RATE:
-        raise AudioInputError(f"audio must be {SAMPLE_RATE} Hz mono; got sample_rate={sample_rate} (resample on the client)")
+        raise AudioInputError(
+            f"audio must be {SAMPLE_RATE} Hz mono; got sample_rate={sample_rate} (resample on the client)"
+        )
     if samples_f32 is not None and samples_i16 is not None:
         raise AudioInputError("send audio either as float32 'audio' or as int16 'audio_int16', not both")
     name, samples = ("audio_int16", samples_i16) if samples_i16 is not None else ("audio", samples_f32)
     if samples is None:
         return np.zeros(0, np.float32)
     if samples.ndim > 2 or (samples.ndim == 2 and samples.shape[0] != 1):
-        raise AudioInputError(f"'{name}' must be one channel of samples, shape (1, N); got shape {samples.shape} (mix stereo down to mono)")
+        raise AudioInputError(
+            f"'{name}' must be one channel of samples, shape (1, N); got shape {samples.shape} (mix stereo down to mono)"
+        )
     if samples.size > max_samples:
         raise AudioInputError(
             f"one request carries at most {max_samples} samples ({max_samples / SAMPLE_RATE:g} s); got {samples.size}: "

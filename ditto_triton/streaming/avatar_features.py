@@ -31,7 +31,10 @@ class AvatarFeatures:
         if self.source_rgb.ndim == 3:
             object.__setattr__(self, "source_rgb", self.source_rgb[None])
         object.__setattr__(self, "crop_to_source", np.asarray(self.crop_to_source, np.float32).reshape(-1, 3, 3))
-        counts = {name: getattr(self, name).shape[0] for name in ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")}
+        counts = {
+            name: getattr(self, name).shape[0]
+            for name in ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")
+        }
         if len(set(counts.values())) != 1:
             raise ValueError(f"avatar features disagree on the number of source frames: {counts}")
 
@@ -42,7 +45,10 @@ class AvatarFeatures:
 
     @property
     def nbytes(self) -> int:
-        return sum(getattr(self, name).nbytes for name in ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source"))
+        return sum(
+            getattr(self, name).nbytes
+            for name in ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")
+        )
 
     @property
     def is_video(self) -> bool:
@@ -73,8 +79,14 @@ class AvatarFeatures:
 
 
 def extract_features(
-    stages: Stages, extractor_input: np.ndarray, eye_open: np.ndarray, eye_ball: np.ndarray,
-    source_rgb: np.ndarray, crop_to_source: np.ndarray, smooth_k: int = SOURCE_SMOOTH_K, batch: int = 8,
+    stages: Stages,
+    extractor_input: np.ndarray,
+    eye_open: np.ndarray,
+    eye_ball: np.ndarray,
+    source_rgb: np.ndarray,
+    crop_to_source: np.ndarray,
+    smooth_k: int = SOURCE_SMOOTH_K,
+    batch: int = 8,
 ) -> AvatarFeatures:
     """Run the appearance and motion extractors on the (n, 3, S, S) crops and bundle the results."""
     parts = []
@@ -86,8 +98,12 @@ def extract_features(
 
 
 def features_from_extractors(
-    outputs: dict[str, np.ndarray], eye_open: np.ndarray, eye_ball: np.ndarray,
-    source_rgb: np.ndarray, crop_to_source: np.ndarray, smooth_k: int = SOURCE_SMOOTH_K,
+    outputs: dict[str, np.ndarray],
+    eye_open: np.ndarray,
+    eye_ball: np.ndarray,
+    source_rgb: np.ndarray,
+    crop_to_source: np.ndarray,
+    smooth_k: int = SOURCE_SMOOTH_K,
 ) -> AvatarFeatures:
     """Bundle the extractors' outputs (`pred` and the motion keys, one row per source frame) with the
     crops' data; a video's motion info is mean-filtered over time (f_s and the crops are not), as Ditto does."""

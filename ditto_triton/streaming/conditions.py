@@ -41,7 +41,9 @@ class ConditionBuilder:
 
     def __init__(self, emotion: int | Sequence, eye_open: np.ndarray, eye_ball: np.ndarray, sc: np.ndarray):
         per_frame = isinstance(emotion, (list, tuple)) and bool(emotion) and isinstance(emotion[0], (list, tuple))
-        self._emotions = np.stack([emotion_vector(list(e)) for e in emotion]) if per_frame else emotion_vector(emotion)[None]
+        self._emotions = (
+            np.stack([emotion_vector(list(e)) for e in emotion]) if per_frame else emotion_vector(emotion)[None]
+        )
         eye_open = np.asarray(eye_open, np.float32).reshape(-1, 2)
         eye_ball = np.asarray(eye_ball, np.float32).reshape(-1, 6)
         rows = max(eye_open.shape[0], eye_ball.shape[0])  # one row (a photo, or a session option) spans them all
@@ -83,4 +85,6 @@ class ConditionBuilder:
         frames = np.arange(first_frame, first_frame + n)
         eye_open, eye_ball = self.eyes_at(frames)
         sc = np.repeat(self._sc, n, axis=0)
-        return np.concatenate([audio_features.astype(np.float32), self.emotion_at(frames), eye_open, eye_ball, sc], axis=1)
+        return np.concatenate(
+            [audio_features.astype(np.float32), self.emotion_at(frames), eye_open, eye_ball, sc], axis=1
+        )

@@ -64,7 +64,11 @@ def _entry_fields(i: int, entry: dict[str, Any]) -> dict[str, Any]:
             fields[name] = float(v)
     if "delta_exp" in entry:
         v = entry["delta_exp"]
-        if not isinstance(v, list) or len(v) != 63 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        if (
+            not isinstance(v, list)
+            or len(v) != 63
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        ):
             raise ControlsError(f"controls[{i}]: delta_exp must be a list of 63 numbers")
         fields["delta_exp"] = tuple(float(x) for x in v)
     if "fade" in entry:
@@ -74,8 +78,10 @@ def _entry_fields(i: int, entry: dict[str, Any]) -> dict[str, Any]:
         fields["fade"] = float(v)
     if "eye_open" in entry:
         v, (lo, hi) = entry["eye_open"], EYE_OPEN_RANGE
-        if not isinstance(v, list) or len(v) != 2 or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and lo <= x <= hi for x in v
+        if (
+            not isinstance(v, list)
+            or len(v) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and lo <= x <= hi for x in v)
         ):
             raise ControlsError(f"controls[{i}]: eye_open must be [left, right], each in {lo}..{hi}, got {v!r}")
         fields["eye_open"] = (float(v[0]), float(v[1]))

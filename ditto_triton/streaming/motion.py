@@ -43,7 +43,9 @@ class MotionSettings:
     def __post_init__(self) -> None:
         if self.online and not self.seq_frames // 2 <= self.overlap < self.seq_frames:
             # Below half a window Ditto's online loop silently drops frames (reference §5.6).
-            raise ValueError(f"overlap must be in {self.seq_frames // 2}..{self.seq_frames - 1} for streaming, got {self.overlap}")
+            raise ValueError(
+                f"overlap must be in {self.seq_frames // 2}..{self.seq_frames - 1} for streaming, got {self.overlap}"
+            )
         if not self.online and not 1 <= self.overlap < self.seq_frames:
             raise ValueError(f"overlap must be in 1..{self.seq_frames - 1} offline, got {self.overlap}")
 
@@ -210,7 +212,9 @@ class OnlineMotion:
         return out
 
     def _consume(self, features: np.ndarray) -> list[np.ndarray]:
-        self._pending = np.concatenate([self._pending, np.asarray(features, np.float32).reshape(-1, self._pending.shape[1])])
+        self._pending = np.concatenate(
+            [self._pending, np.asarray(features, np.float32).reshape(-1, self._pending.shape[1])]
+        )
         out: list[np.ndarray] = []
         while self._pending.shape[0] >= self.s.valid:
             out += self._window(self._pending[: self.s.valid])

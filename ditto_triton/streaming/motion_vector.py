@@ -27,7 +27,15 @@ def pack_info(info: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def unpack_info(row: np.ndarray, num_bins: int = 66, num_kp: int = 21) -> dict[str, np.ndarray]:
-    sizes = {"pitch": num_bins, "yaw": num_bins, "roll": num_bins, "t": 3, "exp": 3 * num_kp, "scale": 1, "kp": 3 * num_kp}
+    sizes = {
+        "pitch": num_bins,
+        "yaw": num_bins,
+        "roll": num_bins,
+        "t": 3,
+        "exp": 3 * num_kp,
+        "scale": 1,
+        "kp": 3 * num_kp,
+    }
     row = np.asarray(row, np.float32).reshape(-1)
     if row.size != sum(sizes.values()):
         raise ValueError(f"motion info has {row.size} values, expected {sum(sizes.values())}")

@@ -23,8 +23,10 @@ class OptionsError(BadRequest):
 
 
 def _number_list(name: str, value: Any, length: int) -> tuple[float, ...]:
-    if not isinstance(value, list) or len(value) != length or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    if (
+        not isinstance(value, list)
+        or len(value) != length
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     ):
         raise OptionsError(f"session option {name!r} must be a list of {length} numbers, got {value!r}")
     return tuple(float(v) for v in value)
@@ -34,8 +36,14 @@ def _emotion(value: Any) -> int | tuple[int, ...] | tuple[tuple[int, ...], ...]:
     """An int label, a list of labels (mixed), or a list of per-frame lists (cycled over frames)."""
 
     def labels(item: Any) -> tuple[int, ...]:
-        if not isinstance(item, list) or not item or not all(isinstance(v, int) and not isinstance(v, bool) for v in item):
-            raise OptionsError(f"session option 'emotion' must be an int, a list of ints or a list of lists of ints, got {value!r}")
+        if (
+            not isinstance(item, list)
+            or not item
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+        ):
+            raise OptionsError(
+                f"session option 'emotion' must be an int, a list of ints or a list of lists of ints, got {value!r}"
+            )
         bad = [v for v in item if v not in EMOTION_LABELS]
         if bad:
             raise OptionsError(f"emotion label(s) {bad} outside 0..{len(EMOTIONS) - 1} ({', '.join(EMOTIONS)})")

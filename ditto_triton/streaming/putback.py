@@ -19,7 +19,12 @@ class PutBack:
     """Per-avatar put-back: the mask is warped once; each frame only touches the face's bounding box."""
 
     def __init__(
-        self, source_rgb: np.ndarray, crop_to_source: np.ndarray, render_size: int, crop_size: int = 512, max_size: int = 0
+        self,
+        source_rgb: np.ndarray,
+        crop_to_source: np.ndarray,
+        render_size: int,
+        crop_size: int = 512,
+        max_size: int = 0,
     ):
         self.source = np.ascontiguousarray(source_rgb, np.uint8)
         h, w = self.source.shape[:2]
@@ -28,7 +33,9 @@ class PutBack:
         self.output_size = (w, h) if scale == 1.0 else (max(2, round(w * scale)), max(2, round(h * scale)))
         # crop_to_source maps 512-crop pixels to the photo; the network renders render_size pixels.
         m = np.asarray(crop_to_source, np.float64) @ np.diag([crop_size / render_size, crop_size / render_size, 1.0])
-        corners = np.array([[0, 0, 1], [render_size, 0, 1], [0, render_size, 1], [render_size, render_size, 1]], np.float64)
+        corners = np.array(
+            [[0, 0, 1], [render_size, 0, 1], [0, render_size, 1], [render_size, render_size, 1]], np.float64
+        )
         pts = corners @ m.T
         x0, y0 = np.floor(pts[:, :2].min(axis=0)).astype(int)
         x1, y1 = np.ceil(pts[:, :2].max(axis=0)).astype(int)

@@ -28,7 +28,9 @@ class _Step:
 
 
 class DDIMSampler:
-    def __init__(self, steps: int, shape: tuple[int, ...], rng: np.random.Generator, n_timestep: int = 1000, eta: float = 1.0):
+    def __init__(
+        self, steps: int, shape: tuple[int, ...], rng: np.random.Generator, n_timestep: int = 1000, eta: float = 1.0
+    ):
         if steps < 1 or steps > n_timestep:
             raise ValueError(f"sampling steps must be in 1..{n_timestep}, got {steps}")
         alphas = cosine_alphas_cumprod(n_timestep).astype(np.float32)

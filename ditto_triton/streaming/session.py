@@ -99,7 +99,9 @@ class StreamingSession:
             steps=options.sampling_steps,
             smooth_k=options.smooth_k,
             online=online,
-            fix_kp_cond=1 if online else 0,  # Ditto's online cfg resets the condition each window; its code default does not
+            fix_kp_cond=1
+            if online
+            else 0,  # Ditto's online cfg resets the condition each window; its code default does not
         )
         rng = np.random.default_rng(options.seed)
         eye_open = avatar.eye_open if options.eye_open is None else np.asarray(options.eye_open, np.float32)
@@ -148,7 +150,10 @@ class StreamingSession:
         """Add 16 kHz mono float32 samples; return the motion rows now ready to render."""
         if self.ended:
             raise RuntimeError("audio after the end of the session")
-        if self.options.mode == "offline" and self._chunker.total_samples + np.size(samples) > OFFLINE_MAX_SECONDS * SAMPLE_RATE:
+        if (
+            self.options.mode == "offline"
+            and self._chunker.total_samples + np.size(samples) > OFFLINE_MAX_SECONDS * SAMPLE_RATE
+        ):
             raise OfflineClipTooLong(
                 f"offline mode keeps the whole clip until END: at most {OFFLINE_MAX_SECONDS} s of audio; "
                 "use mode 'online' for longer streams"
@@ -198,7 +203,9 @@ class StreamingSession:
         x_s = np.concatenate([p[0] for p in pairs])
         x_d = np.concatenate([p[1] for p in pairs])
         f_s = avatar.f_s if len(rows) == 1 and not avatar.is_video else avatar.f_s[sources]  # one row per frame
-        renders = infer_chain(self._stages, RENDER_CHAIN, {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d})["output"]
+        renders = infer_chain(self._stages, RENDER_CHAIN, {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d})[
+            "output"
+        ]
         self.frames_rendered += len(renders)
         return [RenderedCrop(first + k, render) for k, render in enumerate(renders)]
 
@@ -217,7 +224,9 @@ class StreamingSession:
     def driving_info(self, index: int, row: np.ndarray) -> dict[str, np.ndarray]:
         """What frame `index` (motion `row`) drives, controls and fades applied (for inspection and tests;
         peeks at the frame's controls without consuming them)."""
-        return self.stitcher.driving_info(row, self.frame_control(index, consume=False), self._avatar.source_index(index))
+        return self.stitcher.driving_info(
+            row, self.frame_control(index, consume=False), self._avatar.source_index(index)
+        )
 
     def compose(self, crop: RenderedCrop) -> Frame:
         """Paste a rendered crop back into its source frame (feathered)."""
@@ -226,12 +235,16 @@ class StreamingSession:
 
     def _make_putback(self, source: int) -> PutBack:
         a = self._avatar
-        return PutBack(a.source_rgb[source], a.crop_to_source[source], self._render_size, max_size=self.options.output_max_size)
+        return PutBack(
+            a.source_rgb[source], a.crop_to_source[source], self._render_size, max_size=self.options.output_max_size
+        )
 
     def _encode(self, windows: list[np.ndarray]) -> np.ndarray:
-        feats = [features_from_encoding(self._stages.infer("hubert", {"input_values": w[None]})["encoding_out"]) for w in windows]
+        feats = [
+            features_from_encoding(self._stages.infer("hubert", {"input_values": w[None]})["encoding_out"])
+            for w in windows
+        ]
         return np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
-
 
 
 _END = object()
@@ -289,7 +302,11 @@ class PipelinedSession:
         self.failed: BaseException | None = None
         self._threads = [
             threading.Thread(target=loop, daemon=True, name=f"ditto-{name}")
-            for name, loop in (("motion", self._motion_loop), ("render", self._render_loop), ("delivery", self._delivery_loop))
+            for name, loop in (
+                ("motion", self._motion_loop),
+                ("render", self._render_loop),
+                ("delivery", self._delivery_loop),
+            )
         ]
         for thread in self._threads:
             thread.start()

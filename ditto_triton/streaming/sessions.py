@@ -78,6 +78,7 @@ class SessionTable:
         now = self._clock()
         with self._lock:
             return [
-                cid for cid, live in self._live.items()
+                cid
+                for cid, live in self._live.items()
                 if now - live.last_seen > self.idle_timeout_s and not getattr(live.runner, "busy", False)
             ]

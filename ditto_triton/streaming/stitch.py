@@ -41,7 +41,9 @@ def rotation_matrix(pitch: float, yaw: float, roll: float) -> np.ndarray:
 def transform_keypoints(info: dict[str, np.ndarray], kp: np.ndarray) -> np.ndarray:
     """Canonical keypoints kp (63,) + pose/exp/scale/t -> (1, 21, 3) implicit keypoints."""
     rot = rotation_matrix(
-        float(bin66_to_degree(info["pitch"])[0]), float(bin66_to_degree(info["yaw"])[0]), float(bin66_to_degree(info["roll"])[0])
+        float(bin66_to_degree(info["pitch"])[0]),
+        float(bin66_to_degree(info["yaw"])[0]),
+        float(bin66_to_degree(info["roll"])[0]),
     )
     out = np.asarray(kp, np.float32).reshape(1, -1, 3) @ rot + np.asarray(info["exp"], np.float32).reshape(1, -1, 3)
     out = out * np.asarray(info["scale"], np.float32).reshape(1, 1, 1)
@@ -96,7 +98,9 @@ class MotionStitcher:
         self.relative = relative
         self._a_driven, self._a_source = _exp_masks(drive_eye=not self.video)
         self._x_s = [transform_keypoints(src, src["kp"]) for src in self.sources]
-        self._pose_s = tuple(float(bin66_to_degree(self.source[k])[0]) for k in ("yaw", "pitch"))  # the gaze fix's reference
+        self._pose_s = tuple(
+            float(bin66_to_degree(self.source[k])[0]) for k in ("yaw", "pitch")
+        )  # the gaze fix's reference
 
     @property
     def source(self) -> dict[str, np.ndarray]:
@@ -106,7 +110,9 @@ class MotionStitcher:
     def x_s(self) -> np.ndarray:
         return self._x_s[0]
 
-    def driving_info(self, motion_row: np.ndarray, control: FrameControl = NO_CONTROL, source: int = 0) -> dict[str, np.ndarray]:
+    def driving_info(
+        self, motion_row: np.ndarray, control: FrameControl = NO_CONTROL, source: int = 0
+    ) -> dict[str, np.ndarray]:
         """One generated (265,) motion row -> the driving keypoint info (before the keypoint transform),
         against source frame `source`.
 

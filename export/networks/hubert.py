@@ -160,9 +160,7 @@ def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
     raise ValueError(f"{path}: unsupported checkpoint type {suffix!r}; use .safetensors, .pth, .pt or .bin")
 
 
-def _strip_prefix(
-    raw: Mapping[str, torch.Tensor], path: Path
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _strip_prefix(raw: Mapping[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     state: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
     for key, value in raw.items():

@@ -52,10 +52,14 @@ class TritonPythonModel:
         if image is not None and video is not None:
             raise RequestError("send either 'image' or 'video', not both")
         if image is not None or video is not None:
-            return self._register(image if video is None else video, optional_text(request, "options"), video is not None)
+            return self._register(
+                image if video is None else video, optional_text(request, "options"), video is not None
+            )
         key = optional_text(request, "avatar_id")
         if key is None:
-            raise RequestError("send 'image' (encoded JPEG/PNG bytes) or 'video' (MP4/WebM/...) to register, or 'avatar_id' to look one up")
+            raise RequestError(
+                "send 'image' (encoded JPEG/PNG bytes) or 'video' (MP4/WebM/...) to register, or 'avatar_id' to look one up"
+            )
         return self._lookup(check_avatar_id(key), request.requested_output_names())
 
     def _register(self, data: bytes, options_text: str | None, is_video: bool):
@@ -76,7 +80,9 @@ class TritonPythonModel:
             ]
             outputs = {name: np.concatenate([p[name] for p in parts]) for name in EXTRACTOR_OUTPUTS}
             self.cache.put(key, features_from_extractors(outputs, **stacked, smooth_k=options.source_smooth_k))
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("avatar_id", np.array([key.encode()], dtype=object))])
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor("avatar_id", np.array([key.encode()], dtype=object))]
+        )
 
     def _lookup(self, key: str, requested: list[str]):
         features = self.cache.get(key)
@@ -90,4 +96,6 @@ class TritonPythonModel:
             "eye_ball": features.eye_ball,
         }
         names = requested or list(values)
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(values[n])) for n in names])
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(values[n])) for n in names]
+        )

@@ -23,7 +23,8 @@ class BlsStages:
         # A batch-only tensor (LMDM's time_cond, shape (B,)) is declared to Triton as dims [1] with an
         # empty reshape, so on the wire it travels as (B, 1).
         self._batch_only = {
-            name: {t.name for t in spec.inputs if spec.batch_dynamic and len(t.shape) == 1} for name, spec in specs.items()
+            name: {t.name for t in spec.inputs if spec.batch_dynamic and len(t.shape) == 1}
+            for name, spec in specs.items()
         }
 
     def infer(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

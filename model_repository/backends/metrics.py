@@ -39,7 +39,9 @@ class PrometheusSink:
         self._families = [
             family(METRIC_ACTIVE_SESSIONS, "Streaming sessions open now", family.GAUGE),
             family(METRIC_FRAMES_SENT, "Frames sent to clients", family.COUNTER),
-            family(METRIC_LATE_FRAMES, "Frames sent after their presentation time (from the first frame)", family.COUNTER),
+            family(
+                METRIC_LATE_FRAMES, "Frames sent after their presentation time (from the first frame)", family.COUNTER
+            ),
             family(METRIC_FIRST_FRAME_DELAY, "START request arrival to first frame sent", family.HISTOGRAM),
             family(METRIC_SESSIONS, "Ended sessions by outcome", family.COUNTER),
         ]

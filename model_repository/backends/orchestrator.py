@@ -92,7 +92,9 @@ class TritonPythonModel:
         start, end = flag(request, "START"), flag(request, "END")
         rate = optional(request, "sample_rate")
         audio = to_float32(
-            optional(request, "audio"), optional(request, "audio_int16"), None if rate is None else int(rate.reshape(-1)[0]),
+            optional(request, "audio"),
+            optional(request, "audio_int16"),
+            None if rate is None else int(rate.reshape(-1)[0]),
             self._max_request_samples,
         )
         if start:
@@ -116,7 +118,9 @@ class TritonPythonModel:
     def _open(self, request: Any, corrid: int):
         avatar_id = optional_text(request, "avatar_id")
         if not avatar_id:
-            raise RequestError("the START request must carry 'avatar_id' (register the image with avatar_registry first)")
+            raise RequestError(
+                "the START request must carry 'avatar_id' (register the image with avatar_registry first)"
+            )
         if is_draining(self._drain_file):
             raise SessionLimitError(f"{SessionLimitError.PREFIX}: {DRAINING_MESSAGE}; retry on another replica")
         options = SessionOptions.from_json(optional_text(request, "options"))
@@ -125,7 +129,10 @@ class TritonPythonModel:
         session = StreamingSession(avatar, self.stages, options, self.profile.render_size, self._silence_features())
         fmt, quality = options.output_format, options.jpeg_quality
         runner = PipelinedSession(
-            session, lambda frame, tag: self._send_frame(frame, tag, fmt, quality), self._close_request, self._fail_request
+            session,
+            lambda frame, tag: self._send_frame(frame, tag, fmt, quality),
+            self._close_request,
+            self._fail_request,
         )
         try:
             return self.sessions.open(corrid, runner)
@@ -140,7 +147,7 @@ class TritonPythonModel:
             return
         if len(carried) > 1:
             raise RequestError("send either 'avatar_image' or 'avatar_video' with START, not both")
-        (name, data), = carried.items()
+        ((name, data),) = carried.items()
         inputs = {AVATAR_SOURCES[name]: np.array([data], dtype=object)}
         registration = optional_text(request, "avatar_options")
         if registration:
@@ -152,7 +159,9 @@ class TritonPythonModel:
         try:
             registered = bls_infer(AVATAR_REGISTRY, inputs, ["avatar_id"])["avatar_id"].reshape(-1)[0].decode()
         except StageCallError as exc:
-            raise RequestError(f"the {AVATAR_SOURCES[name]} sent with START: {str(exc).removeprefix('avatar_registry: ')}") from None
+            raise RequestError(
+                f"the {AVATAR_SOURCES[name]} sent with START: {str(exc).removeprefix('avatar_registry: ')}"
+            ) from None
         if registered != avatar_id:
             raise RequestError(
                 f"the {AVATAR_SOURCES[name]} sent with START registers as avatar {registered}, not {avatar_id}: "
@@ -161,7 +170,9 @@ class TritonPythonModel:
 
     def _avatar(self, avatar_id: str) -> AvatarFeatures:
         try:
-            out = bls_infer(AVATAR_REGISTRY, {"avatar_id": np.array([avatar_id.encode()], dtype=object)}, list(AVATAR_FIELDS))
+            out = bls_infer(
+                AVATAR_REGISTRY, {"avatar_id": np.array([avatar_id.encode()], dtype=object)}, list(AVATAR_FIELDS)
+            )
         except StageCallError as exc:
             raise RequestError(str(exc).removeprefix("avatar_registry: ")) from None
         return AvatarFeatures(**{name: out[name] for name in AVATAR_FIELDS})

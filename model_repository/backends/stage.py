@@ -57,7 +57,11 @@ class TritonPythonModel:
         responses = []
         for result in self.runner.run(gathered):
             if isinstance(result, Exception):
-                code = pb_utils.TritonError.INVALID_ARG if isinstance(result, BadRequest) else pb_utils.TritonError.INTERNAL
+                code = (
+                    pb_utils.TritonError.INVALID_ARG
+                    if isinstance(result, BadRequest)
+                    else pb_utils.TritonError.INTERNAL
+                )
                 responses.append(error_response(f"{self.runner.name}: {result}", self.runner.name, code))
             else:
                 tensors = [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in result.items()]
