@@ -247,8 +247,7 @@ def run_streaming(
       timestamps): it leaves out requests answered only by the empty final response, so
       `pa_infer_per_s` counts requests that returned frames, `pa_responses_per_s` counts frames, and
       `pa_p50_ms`... time such a request from its send to its last frame (not its first, whatever its
-      log line says).
-    The stability defaults accept the first three windows: a session already averages many frames.
+      log line says). The stability defaults accept the first three windows (a session averages many frames).
     """
     tool = tool or find_perf_analyzer()
     if concurrency < 1:
@@ -264,8 +263,7 @@ def run_streaming(
             *_measure_args(measurement_ms, stability_percentage, max_trials, stable_percentile),
         ]
         output = tool.run(args, timeout_s)
-        rows = parse_csv(report.read_text()) if report.is_file() else []
-        profile = json.loads(profile_path.read_text()) if profile_path.is_file() else {}
+        rows, profile = _read_outputs(report, profile_path)
     if not rows:
         raise PerfAnalyzerError(f"perf_analyzer wrote no measurement for {model}:\n{tail(output)}")
     steps = -(-n_samples // chunk_samples)
@@ -274,18 +272,24 @@ def run_streaming(
         raise PerfAnalyzerError(
             f"no session completed during the measurement; raise measurement_ms (now {measurement_ms})"
         )
-    row = summarize_row(rows[0])
+    run = {"model": model, "concurrency": concurrency, "audio_s": round(n_samples / SAMPLE_RATE, 3)}
+    return {**run, "chunk_samples": chunk_samples, "steps_per_session": steps, **stats, **_pa_summary(rows[0])}
+
+
+def _pa_summary(csv_row: Mapping[str, Any]) -> dict[str, Any]:
+    """perf_analyzer's own numbers, `pa_`-prefixed (see `run_streaming` for what they count)."""
+    row = summarize_row(csv_row)
     return {
-        "model": model,
-        "concurrency": concurrency,
-        "audio_s": round(n_samples / SAMPLE_RATE, 3),
-        "chunk_samples": chunk_samples,
-        "steps_per_session": steps,
-        **stats,
         "pa_infer_per_s": row["infer_per_s"],
         "pa_responses_per_s": row.get("responses_per_s"),
         **{f"pa_{k}": row[k] for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms") if k in row},
     }
+
+
+def _read_outputs(report: Path, profile: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """perf_analyzer's CSV rows and profile export (empty when it wrote none)."""
+    rows = parse_csv(report.read_text()) if report.is_file() else []
+    return rows, json.loads(profile.read_text()) if profile.is_file() else {}
 
 
 def _stream_audio(audio: np.ndarray | None, seconds: float, streams: int, seed: int) -> list[np.ndarray]:

@@ -235,10 +235,7 @@ def render_repository(
     `model.plan` (tensorrt, from `engines_dir`; without it a README.txt says how to build it).
     `queue_delay_us` overrides the flavor's dynamic-batching delay.
     """
-    if flavor not in FLAVORS:
-        raise ValueError(f"unknown flavor {flavor!r}; choose one of {FLAVORS}")
-    if engines_dir is not None and flavor != "tensorrt":
-        raise ValueError(f"engines_dir is for the tensorrt flavor, not {flavor!r}")
+    _check_flavor(flavor, engines_dir)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     kind = parse_instance_kind(flavor, instance_kind)
     warp_runner = gpu_flavors.check_warp_runner(flavor, warp_runner)
@@ -250,18 +247,10 @@ def render_repository(
     builds, plans = _plans(flavor, export_dir, engines_dir, max_batch_size, warp_runner)
     artifacts.update(plans)
     _prepare_out_dir(out_dir)
+    shared = dict(kind=kind, max_batch_size=max_batch_size, ort_threads=ort_threads, profile=profile.name)
     for name, spec in specs.items():
-        config = stage_config(
-            spec,
-            flavor,
-            kind=kind,
-            max_batch_size=max_batch_size,
-            ort_threads=ort_threads,
-            runner=runners[name],
-            profile=profile.name,
-            cuda_graphs=cuda_graphs,
-            queue_delay_us=queue_delay_us,
-        )
+        tuning = dict(runner=runners[name], cuda_graphs=cuda_graphs, queue_delay_us=queue_delay_us)
+        config = stage_config(spec, flavor, **shared, **tuning)
         _write_stage_model(out_dir, config, runners[name], artifacts.get(name), builds.get(name))
     ensembles = _write_ensemble_models(out_dir, specs, max_batch_size)
     services = []
@@ -281,6 +270,13 @@ def render_repository(
     )
     log.info("rendered %s repository (%s profile) in %s", flavor, profile.name, out_dir)
     return out_dir
+
+
+def _check_flavor(flavor: str, engines_dir: Path | None) -> None:
+    if flavor not in FLAVORS:
+        raise ValueError(f"unknown flavor {flavor!r}; choose one of {FLAVORS}")
+    if engines_dir is not None and flavor != "tensorrt":
+        raise ValueError(f"engines_dir is for the tensorrt flavor, not {flavor!r}")
 
 
 def _stage_artifacts(

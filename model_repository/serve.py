@@ -44,6 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grpc-port", type=int, default=8001, help="0 picks a free port (default %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=8002, help="0 picks a free port (default %(default)s)")
     parser.add_argument("--render-only", action="store_true", help="render and validate, do not start a server")
+    _add_repository_arguments(parser)
+    _add_drain_arguments(parser)
+    parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
+    parser.add_argument(
+        "tritonserver_args",
+        nargs="*",
+        metavar="-- TRITONSERVER_FLAG",
+        help="after --: more tritonserver flags, e.g. -- --grpc-restricted-protocol=inference:ditto-key=TOKEN",
+    )
+    return parser
+
+
+def _add_repository_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the repository is rendered: instances, batching, runners, limits."""
     parser.add_argument("--instance-kind", choices=("cpu", "gpu"), default=None, help="default: per flavor")
     parser.add_argument(
         "--max-batch-size",
@@ -66,13 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dynamic batching delay of the batched stages (default: per flavor)",
     )
-    parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
     parser.add_argument(
         "--max-sessions",
         type=int,
         default=DEFAULT_LIMITS.max_sessions,
         help="live sessions the orchestrator admits (default %(default)s)",
     )
+
+
+def _add_drain_arguments(parser: argparse.ArgumentParser) -> None:
+    """Health endpoints and graceful drain."""
     parser.add_argument(
         "--health-port",
         type=int,
@@ -86,13 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM/Ctrl-C, refuse new sessions and wait this long for the live ones (default %(default)s)",
     )
     parser.add_argument("--drain-file", type=Path, default=None, help="the drain mark (default: one per server)")
-    parser.add_argument(
-        "tritonserver_args",
-        nargs="*",
-        metavar="-- TRITONSERVER_FLAG",
-        help="after --: more tritonserver flags, e.g. -- --grpc-restricted-protocol=inference:ditto-key=TOKEN",
-    )
-    return parser
 
 
 def export_profile(export: Path) -> str | None:

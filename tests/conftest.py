@@ -117,6 +117,12 @@ def triton_server_factory(tiny_export, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def server(triton_server_factory):
+    """One tritonserver per module with every stage and the service models (a module may override it)."""
+    return triton_server_factory(include_services=True)
+
+
+@pytest.fixture(scope="module")
 def triton_stage_server(triton_server_factory):
     """One server per test module with every stage and the ensembles (no service models)."""
     return triton_server_factory(include_services=False)

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 import tritonclient.grpc as grpcclient
 from frame_compare import assert_same_pictures
 from PIL import Image
@@ -24,8 +23,6 @@ from triton_inputs import SPECS, infer_inputs, seeded_inputs, to_wire
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from ditto_triton.client import DittoClient, ServerError
-from ditto_triton.model_repository.render import render_repository
-from ditto_triton.model_repository.server import TritonServer
 
 CROP = {"max_size": 512}
 ORCH = "orchestrator"
@@ -111,29 +108,32 @@ def png_declaring(width: int, height: int) -> bytes:
     return bytes(raw)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_export, tmp_path_factory):
-    repo = render_repository(tiny_export, tmp_path_factory.mktemp("repo"), "python-ort", include_services=True)
-    with TritonServer(repo) as srv:
-        yield srv
-
-
-def registration_cases(client: DittoClient, url: str, portrait: bytes) -> list[Case]:
+def variants(portrait: bytes) -> tuple[Image.Image, Image.Image, Image.Image]:
+    """The photo, with an alpha channel, and next to a smaller copy of itself (two faces)."""
     photo = Image.open(io.BytesIO(portrait)).convert("RGB")
     rgba = photo.convert("RGBA")
     rgba.putalpha(200)
     two = Image.new("RGB", (photo.width * 2, photo.height), "white")
     two.paste(photo, (0, 0))
     two.paste(photo.resize((photo.width // 2, photo.height // 2)), (photo.width, photo.height // 4))
+    return photo, rgba, two
+
+
+def register_raw(url: str, data: bytes, options_text: str) -> str:
+    inputs = [text("image", data, batched=False), text("options", options_text, batched=False)]
+    try:
+        grpcclient.InferenceServerClient(url).infer("avatar_registry", inputs)
+        return "ok: registered"
+    except InferenceServerException as exc:
+        return f"error: {exc.message()}"
+
+
+def registration_cases(client: DittoClient, url: str, portrait: bytes) -> list[Case]:
+    photo, rgba, two = variants(portrait)
 
     def register(data: bytes, options: dict | str | None = None) -> str:
         if isinstance(options, str):  # raw options text
-            inputs = [text("image", data, batched=False), text("options", options, batched=False)]
-            try:
-                grpcclient.InferenceServerClient(url).infer("avatar_registry", inputs)
-                return "ok: registered"
-            except InferenceServerException as exc:
-                return f"error: {exc.message()}"
+            return register_raw(url, data, options)
         try:
             return f"ok: avatar {client.register_avatar(data, options)[:8]}"
         except ServerError as exc:
@@ -187,6 +187,12 @@ def registration_cases(client: DittoClient, url: str, portrait: bytes) -> list[C
             lambda: register(b"\xff\xd8" + bytes(25_000_001)),
             "the limit is 25000000 bytes",
         ),
+    ] + registration_option_cases(register, lookup, portrait)
+
+
+def registration_option_cases(register, lookup, portrait: bytes) -> list[Case]:
+    """Cases about registration options and lookups."""
+    return [
         Case("register", "options not JSON", lambda: register(portrait, "{crop_scale: 2"), "not valid JSON"),
         Case("register", "unknown crop option", lambda: register(portrait, {"zoom": 2}), "zoom"),
         Case("register", "crop option out of range", lambda: register(portrait, {"crop_scale": 9.0}), "crop_scale"),
@@ -211,6 +217,28 @@ def registration_cases(client: DittoClient, url: str, portrait: bytes) -> list[C
     ]
 
 
+def rate(hz: int):
+    return tensor("sample_rate", np.array([[hz]], np.int32))
+
+
+def opts(value):
+    return text("options", value if isinstance(value, str) else json.dumps(value))
+
+
+def reused_sequence_id(url: str, inputs: list) -> str:
+    """Open a sequence and hold it, then START another on the same correlation id."""
+    sid = random.SystemRandom().randrange(1, 2**63)
+    holder = grpcclient.InferenceServerClient(url)
+    holder.start_stream(callback=lambda result, error: None)
+    holder.async_stream_infer(ORCH, inputs, sequence_id=sid, sequence_start=True)
+    try:
+        return observed(*sequence(url, [(inputs, True, True)], sequence_id=sid))
+    finally:
+        holder.async_stream_infer(ORCH, [], sequence_id=sid, sequence_end=True)
+        holder.stop_stream()
+        holder.close()
+
+
 def session_cases(url: str, avatar: str) -> list[Case]:
     ident = lambda value=avatar: text("avatar_id", value)  # noqa: E731
     second = np.zeros(16000, np.float32)
@@ -221,20 +249,7 @@ def session_cases(url: str, avatar: str) -> list[Case]:
     def steps(*items: tuple[list, bool, bool]) -> str:
         return observed(*sequence(url, list(items)))
 
-    def reused_id() -> str:
-        sid = random.SystemRandom().randrange(1, 2**63)
-        holder = grpcclient.InferenceServerClient(url)
-        holder.start_stream(callback=lambda result, error: None)
-        holder.async_stream_infer(ORCH, [ident(), audio(second[:3200])], sequence_id=sid, sequence_start=True)
-        try:
-            return observed(*sequence(url, [([ident(), audio(second[:3200])], True, True)], sequence_id=sid))
-        finally:
-            holder.async_stream_infer(ORCH, [], sequence_id=sid, sequence_end=True)
-            holder.stop_stream()
-            holder.close()
-
-    rate = lambda hz: tensor("sample_rate", np.array([[hz]], np.int32))  # noqa: E731
-    opts = lambda value: text("options", value if isinstance(value, str) else json.dumps(value))  # noqa: E731
+    reused_id = lambda: reused_sequence_id(url, [ident(), audio(second[:3200])])  # noqa: E731
     sample = np.array([0.1], np.float32)
     return [
         Case("session", "24 kHz sample_rate", lambda: one([ident(), audio(second), rate(24000)]), "16000 Hz"),
@@ -283,6 +298,12 @@ def session_cases(url: str, avatar: str) -> list[Case]:
             ),
             "ok: 1 frames",
         ),
+    ] + session_start_cases(one, steps, ident, reused_id, second, url, avatar)
+
+
+def session_start_cases(one, steps, ident, reused_id, second: np.ndarray, url: str, avatar: str) -> list[Case]:
+    """Cases about the START request, its avatar and its options."""
+    return [
         Case("session", "sequence without START", lambda: one([audio(second)], start=False, end=True), "START"),
         Case(
             "session",

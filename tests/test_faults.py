@@ -36,12 +36,8 @@ def seconds_until_no_session(server: TritonServer, limit_s: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_export, tmp_path_factory):
-    repo = render_repository(
-        tiny_export, tmp_path_factory.mktemp("repo"), "python-ort", include_services=True, idle_timeout_s=IDLE_TIMEOUT_S
-    )
-    with TritonServer(repo) as srv:
-        yield srv
+def server(triton_server_factory):
+    return triton_server_factory(include_services=True, idle_timeout_s=IDLE_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

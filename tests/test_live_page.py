@@ -22,8 +22,8 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
-def triton(triton_server_factory):
-    return triton_server_factory(include_services=True)
+def triton(server):
+    return server
 
 
 @pytest.fixture(scope="module")

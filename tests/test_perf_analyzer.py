@@ -114,11 +114,6 @@ def test_missing_binary_or_library_says_how_to_fix(monkeypatch, tmp_path):
         tool.PerfAnalyzer(binary, ()).run(["--version"], timeout_s=30)
 
 
-@pytest.fixture(scope="module")
-def server(triton_server_factory):
-    return triton_server_factory(include_services=True)
-
-
 @pytest.mark.parametrize(("model", "batch"), [("stitch_network", 2), ("decoder", 2), ("render_chain", 1)])
 def test_run_stage_measures(server, model, batch):
     stats = pa.run_stage(server.grpc_url, model, batch, concurrency=1, **QUICK)

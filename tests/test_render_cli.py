@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import av
 import numpy as np
 import pytest
@@ -10,11 +14,6 @@ from PIL import Image
 
 from ditto_triton.apps.render import main as render_main
 from ditto_triton.model_repository.server import free_port
-
-
-@pytest.fixture(scope="module")
-def service_server(triton_server_factory):
-    return triton_server_factory(include_services=True)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def probe(path):
         }
 
 
-def test_mp4_has_video_and_audio_of_the_same_length(service_server, samples_dir, short_stereo_wav, tmp_path, capsys):
+def test_mp4_has_video_and_audio_of_the_same_length(server, samples_dir, short_stereo_wav, tmp_path, capsys):
     out = tmp_path / "out.mp4"
     sheet = tmp_path / "sheet.png"
     code = render_main(
@@ -52,7 +51,7 @@ def test_mp4_has_video_and_audio_of_the_same_length(service_server, samples_dir,
             "--out",
             str(out),
             "--url",
-            service_server.grpc_url,
+            server.grpc_url,
             "--max-size",
             "512",
             "--contact-sheet",
@@ -68,6 +67,42 @@ def test_mp4_has_video_and_audio_of_the_same_length(service_server, samples_dir,
     assert Image.open(sheet).size[1] == 256
     err = capsys.readouterr().err
     assert "33 frames" in err and "first frame after" in err and "late frames" in err
+
+
+# What `pip install .` (no extras) lacks, and the layers above the client: none may be imported.
+NOT_IN_THE_BASE_INSTALL = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "mediapipe",
+    "cv2",
+    "transformers",
+    "triton_python_backend_utils",
+)
+SERVER_SIDE = ("ditto_triton.export", "ditto_triton.model_repository", "ditto_triton.streaming", "ditto_triton.avatar")
+
+
+def test_render_with_url_needs_only_the_base_install(server, samples_dir, short_stereo_wav, tmp_path):
+    """ditto-render --url in a process where the extras' packages and the server-side layers cannot be imported."""
+    blocker = textwrap.dedent(f"""
+        import importlib.abc, sys
+
+        class NotInstalled(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in {NOT_IN_THE_BASE_INSTALL!r} or name.startswith({SERVER_SIDE!r}):
+                    raise ModuleNotFoundError(f"{{name}} is not in the base install")
+                return None
+
+        sys.meta_path.insert(0, NotInstalled())
+        from ditto_triton.apps.render import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    out = tmp_path / "base.mp4"
+    args = ["--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(short_stereo_wav)]
+    args += ["--out", str(out), "--url", server.grpc_url, "--max-size", "256"]
+    run = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert probe(out)["frames"] == 33
 
 
 def test_embedded_server_when_no_url(tiny_export, samples_dir, short_stereo_wav, tmp_path, capsys):

@@ -26,13 +26,6 @@ CROP = {"max_size": 512}
 
 
 @pytest.fixture(scope="module")
-def server(tiny_export, tmp_path_factory):
-    repo = render_repository(tiny_export, tmp_path_factory.mktemp("repo"), "python-ort", include_services=True)
-    with TritonServer(repo) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def client(server):
     with DittoClient(server.grpc_url) as c:
         yield c
