@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 from frame_compare import assert_same_pictures
 from PIL import Image
@@ -456,3 +457,11 @@ def test_bad_input_matrix(server, portrait, speech16k):
     frames = concurrent["frames"]
     assert len(frames) == len(alone) == -(-speech.size // 640)
     assert_same_pictures(frames, alone)  # up to cross-session batching's rounding (frame_compare)
+
+
+def test_a_bad_request_answers_invalid_argument(server):
+    """Caller errors carry gRPC's INVALID_ARGUMENT (backends/responses.py), not INTERNAL."""
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        with pytest.raises(InferenceServerException, match="image data is empty") as err:
+            client.infer("avatar_registry", [text("image", b"", batched=False)])
+    assert str(err.value.status()) == "StatusCode.INVALID_ARGUMENT"
