@@ -138,8 +138,7 @@ def late_frames(frames: list[ReceivedFrame]) -> int:
     return sum(f.received_s - t0 > f.pts_s - p0 + 1e-3 for f in frames)
 
 
-def render(args: argparse.Namespace, url: str, console: Console) -> dict:
-    audio16 = load_audio(args.audio)
+def render(args: argparse.Namespace, url: str, console: Console, audio16: np.ndarray) -> dict:
     original, rate = sf.read(str(args.audio), dtype="float32", always_2d=False)
     expected = -(-audio16.size // 640)
     with DittoClient(url, timeout_s=args.timeout) as client:
@@ -168,6 +167,9 @@ def render(args: argparse.Namespace, url: str, console: Console) -> dict:
                     bar.advance(task)
             finally:
                 writer.close()
+    if not frames:
+        args.out.unlink(missing_ok=True)
+        raise RuntimeError(f"the server sent no frames; {args.out} was not written")
     if args.contact_sheet and sheet:
         args.contact_sheet.parent.mkdir(parents=True, exist_ok=True)
         contact_sheet(sheet).save(args.contact_sheet)
@@ -190,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"error: {path}: no such file")
             return 2
     try:
+        audio16 = load_audio(args.audio)  # before a server starts: an unusable file fails at once
         with server_url(args, console) as url:
-            summary = render(args, url, console)
+            summary = render(args, url, console, audio16)
     except (DittoClientError, ValueError, TimeoutError, RuntimeError) as exc:
         console.print(f"error: {exc}", markup=False)
         return 2

@@ -28,4 +28,6 @@ def load_audio(path: str | Path) -> np.ndarray:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise ValueError(f"{path}: cannot read audio ({exc})") from None
+    if not np.asarray(samples).size:
+        raise ValueError(f"{path}: the file holds no audio samples; nothing to render")
     return to_16k_mono(samples, rate)

@@ -165,3 +165,13 @@ def test_server_without_the_models_is_one_line(triton_stage_server, samples_dir,
         triton_stage_server.grpc_url,
     ]
     assert "avatar_registry" in run_error(args, capsys)
+
+
+def test_audio_without_samples_is_an_error_and_writes_nothing(samples_dir, tmp_path, capsys):
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    out = tmp_path / "never.mp4"
+    args = ["--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(empty), "--out", str(out)]
+    message = run_error(args + ["--url", f"127.0.0.1:{free_port()}"], capsys)  # fails before any server is asked
+    assert "holds no audio samples" in message and "wrote" not in message
+    assert not out.exists()
