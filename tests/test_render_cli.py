@@ -16,6 +16,11 @@ from ditto_triton.apps.render import main as render_main
 from ditto_triton.model_repository.server import free_port
 
 
+def cli_args(samples_dir, audio: str, out: str, *more: str) -> list[str]:
+    """ditto-render's arguments for the sample portrait, `audio` and `out`, then `more`."""
+    return ["--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", audio, "--out", out, *more]
+
+
 @pytest.fixture(scope="module")
 def short_stereo_wav(samples_dir, tmp_path_factory):
     """1.3 s of the sample speech as 24 kHz stereo: exercises resampling and down-mixing."""
@@ -43,12 +48,9 @@ def test_mp4_has_video_and_audio_of_the_same_length(server, samples_dir, short_s
     out = tmp_path / "out.mp4"
     sheet = tmp_path / "sheet.png"
     code = render_main(
-        [
-            "--image",
-            str(samples_dir / "ditto_example_image.jpg"),
-            "--audio",
+        cli_args(
+            samples_dir,
             str(short_stereo_wav),
-            "--out",
             str(out),
             "--url",
             server.grpc_url,
@@ -56,7 +58,7 @@ def test_mp4_has_video_and_audio_of_the_same_length(server, samples_dir, short_s
             "512",
             "--contact-sheet",
             str(sheet),
-        ]
+        )
     )
     assert code == 0
     info = probe(out)
@@ -98,8 +100,7 @@ def test_render_with_url_needs_only_the_base_install(server, samples_dir, short_
         sys.exit(main(sys.argv[1:]))
     """)
     out = tmp_path / "base.mp4"
-    args = ["--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(short_stereo_wav)]
-    args += ["--out", str(out), "--url", server.grpc_url, "--max-size", "256"]
+    args = cli_args(samples_dir, str(short_stereo_wav), str(out), "--url", server.grpc_url, "--max-size", "256")
     run = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert probe(out)["frames"] == 33
@@ -108,12 +109,9 @@ def test_render_with_url_needs_only_the_base_install(server, samples_dir, short_
 def test_embedded_server_when_no_url(tiny_export, samples_dir, short_stereo_wav, tmp_path, capsys):
     out = tmp_path / "embedded.mp4"
     code = render_main(
-        [
-            "--image",
-            str(samples_dir / "ditto_example_image.jpg"),
-            "--audio",
+        cli_args(
+            samples_dir,
             str(short_stereo_wav),
-            "--out",
             str(out),
             "--export-dir",
             str(tiny_export),
@@ -121,7 +119,7 @@ def test_embedded_server_when_no_url(tiny_export, samples_dir, short_stereo_wav,
             "256",
             "--seed",
             "3",
-        ]
+        )
     )
     assert code == 0
     assert probe(out)["size"] == (256, 256)
@@ -136,14 +134,7 @@ def run_error(args, capsys) -> str:
 
 
 def test_server_down_is_one_line(samples_dir, short_stereo_wav, tmp_path, capsys):
-    base = [
-        "--image",
-        str(samples_dir / "ditto_example_image.jpg"),
-        "--audio",
-        str(short_stereo_wav),
-        "--out",
-        str(tmp_path / "x.mp4"),
-    ]
+    base = cli_args(samples_dir, str(short_stereo_wav), str(tmp_path / "x.mp4"))
     port = free_port()
     assert "cannot reach a Triton server" in run_error(base + ["--url", f"127.0.0.1:{port}", "--timeout", "2"], capsys)
     assert "error:" in run_error(base + ["--url", "no such host:::", "--timeout", "2"], capsys)
@@ -154,16 +145,7 @@ def test_server_down_is_one_line(samples_dir, short_stereo_wav, tmp_path, capsys
 
 
 def test_server_without_the_models_is_one_line(triton_stage_server, samples_dir, short_stereo_wav, tmp_path, capsys):
-    args = [
-        "--image",
-        str(samples_dir / "ditto_example_image.jpg"),
-        "--audio",
-        str(short_stereo_wav),
-        "--out",
-        str(tmp_path / "x.mp4"),
-        "--url",
-        triton_stage_server.grpc_url,
-    ]
+    args = cli_args(samples_dir, str(short_stereo_wav), str(tmp_path / "x.mp4"), "--url", triton_stage_server.grpc_url)
     assert "avatar_registry" in run_error(args, capsys)
 
 
@@ -171,7 +153,7 @@ def test_audio_without_samples_is_an_error_and_writes_nothing(samples_dir, tmp_p
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, np.float32), 16000)
     out = tmp_path / "never.mp4"
-    args = ["--image", str(samples_dir / "ditto_example_image.jpg"), "--audio", str(empty), "--out", str(out)]
+    args = cli_args(samples_dir, str(empty), str(out))
     message = run_error(args + ["--url", f"127.0.0.1:{free_port()}"], capsys)  # fails before any server is asked
     assert "holds no audio samples" in message and "wrote" not in message
     assert not out.exists()
