@@ -20,13 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ditto_triton.model_repository.prometheus import MetricsError, scrape, value
-from ditto_triton.protocol import DRAINING, METRIC_ACTIVE_SESSIONS
+from ditto_triton.protocol import METRIC_ACTIVE_SESSIONS
 
 DRAIN_FILE_ENV = "DITTO_DRAIN_FILE"
 DEFAULT_DRAIN_FILE = Path("/tmp/ditto-draining")
 DEFAULT_METRICS_URL = "http://127.0.0.1:8002/metrics"
 DEFAULT_TIMEOUT_S = 300.0
-DRAINING_MESSAGE = DRAINING
 
 
 def drain_file(env: dict[str, str] | os._Environ = os.environ) -> Path:

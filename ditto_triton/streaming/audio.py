@@ -18,9 +18,8 @@ import math
 
 import numpy as np
 
-from ditto_triton.protocol import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ditto_triton.protocol import SAMPLES_PER_FRAME
 
-__all__ = ["FPS", "SAMPLE_RATE", "SAMPLES_PER_FRAME"]  # with the chunking constants below
 WINDOW_SAMPLES = 6480
 HOP_SAMPLES = 3200
 FRAMES_PER_WINDOW = HOP_SAMPLES // SAMPLES_PER_FRAME  # 5

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ditto_triton.protocol import BadRequest
-from ditto_triton.streaming.audio import SAMPLE_RATE
+from ditto_triton.protocol import SAMPLE_RATE, BadRequest
 
 DEFAULT_MAX_REQUEST_S = 60.0
 # Float samples belong in [-1, 1]; a little overshoot (resamplers ring) is accepted as is, beyond

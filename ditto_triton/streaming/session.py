@@ -20,10 +20,9 @@ import numpy as np
 from PIL import Image
 
 from ditto_triton.ensembles import RENDER_CHAIN
+from ditto_triton.protocol import FPS, SAMPLE_RATE
 from ditto_triton.streaming.audio import (
-    FPS,
     OFFLINE_PAST_SAMPLES,
-    SAMPLE_RATE,
     WINDOW_SAMPLES,
     AudioChunker,
     features_from_encoding,

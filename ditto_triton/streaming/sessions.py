@@ -18,8 +18,6 @@ class SessionStateError(BadRequest):
 class SessionLimitError(SessionStateError):
     """No room for another session; the client should retry later or on another replica."""
 
-    PREFIX = BUSY
-
 
 @dataclass
 class LiveSession:
@@ -46,7 +44,7 @@ class SessionTable:
                 raise SessionStateError(f"correlation id {corrid} already has a live session; END it or use another id")
             if len(self._live) >= self.max_sessions:
                 raise SessionLimitError(
-                    f"{SessionLimitError.PREFIX}: the server is at its limit of {self.max_sessions} live sessions; "
+                    f"{BUSY}: the server is at its limit of {self.max_sessions} live sessions; "
                     "retry later or on another replica"
                 )
             live = self._live[corrid] = LiveSession(runner, self._clock())

@@ -38,9 +38,9 @@ from ditto_triton.model_repository.backends.requests import (
     optional_text,
 )
 from ditto_triton.model_repository.backends.responses import error_response
-from ditto_triton.model_repository.drain import DRAIN_FILE_ENV, DRAINING_MESSAGE, is_draining
+from ditto_triton.model_repository.drain import DRAIN_FILE_ENV, is_draining
 from ditto_triton.profiles import get_profile
-from ditto_triton.protocol import AVATAR_REGISTRY, ORCHESTRATOR, SAMPLE_RATE, START_ONLY_INPUTS
+from ditto_triton.protocol import AVATAR_REGISTRY, BUSY, DRAINING, ORCHESTRATOR, SAMPLE_RATE, START_ONLY_INPUTS
 from ditto_triton.streaming.audio_input import to_float32
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.controls import parse_controls
@@ -122,7 +122,7 @@ class TritonPythonModel:
                 "the START request must carry 'avatar_id' (register the image with avatar_registry first)"
             )
         if is_draining(self._drain_file):
-            raise SessionLimitError(f"{SessionLimitError.PREFIX}: {DRAINING_MESSAGE}; retry on another replica")
+            raise SessionLimitError(f"{BUSY}: {DRAINING}; retry on another replica")
         options = SessionOptions.from_json(optional_text(request, "options"))
         self._register_carried_avatar(request, avatar_id)
         avatar = self._avatar(avatar_id)
