@@ -21,6 +21,7 @@ import soundfile as sf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ditto_triton.apps.register import add_registration_arguments, registration_options
 from ditto_triton.apps.server import add_server_arguments, server_url
 from ditto_triton.client.audio import load_audio
 from ditto_triton.client.errors import DittoClientError
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--video", type=Path, help="a short video of the face (MP4/MOV/WebM/MKV/AVI) to animate instead of a photo"
     )
+    source.add_argument("--avatar", type=Path, help="an avatar file written by ditto-register (.npz)")
     p.add_argument("--audio", type=Path, required=True, help="speech (WAV/FLAC/OGG/MP3, any rate, mono or stereo)")
     p.add_argument("--out", type=Path, required=True, help="output .mp4")
     add_server_arguments(p)
@@ -76,11 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="any session option (README table), e.g. --option 'emotion=[[3],[5]]'; repeatable",
     )
     s.add_argument("--controls", type=Path, help="JSON file: a list of per-frame controls, sent with the first audio")
-    r = p.add_argument_group("registration options")
-    r.add_argument("--max-size", type=int, help="long-side cap of the photo (default 1920)")
-    r.add_argument("--crop-scale", type=float, help="crop size / face size (default 2.3)")
-    r.add_argument("--crop-vy-ratio", type=float, help="vertical crop shift (default -0.125)")
-    r.add_argument("--max-frames", type=int, help="video: frames registered from its start (default 100)")
+    add_registration_arguments(p)
     return p
 
 
@@ -138,15 +136,23 @@ def late_frames(frames: list[ReceivedFrame]) -> int:
     return sum(f.received_s - t0 > f.pts_s - p0 + 1e-3 for f in frames)
 
 
+def _register(client: DittoClient, args: argparse.Namespace) -> str:
+    registration = registration_options(args)
+    if args.avatar:
+        if registration:
+            raise ValueError("an avatar file is registered as it is: drop the registration options")
+        return client.register_avatar_file(args.avatar.read_bytes())
+    if args.video:
+        return client.register_video(args.video.read_bytes(), registration)
+    return client.register_avatar(args.image.read_bytes(), registration)
+
+
 def render(args: argparse.Namespace, url: str, console: Console, audio16: np.ndarray) -> dict:
     original, rate = sf.read(str(args.audio), dtype="float32", always_2d=False)
     expected = -(-audio16.size // 640)
     with DittoClient(url, timeout_s=args.timeout) as client:
-        registration = _pick(args, ("max_size", "crop_scale", "crop_vy_ratio", "max_frames"))
-        if args.video:
-            avatar = client.register_video(args.video.read_bytes(), registration)
-        else:
-            avatar = client.register_avatar(args.image.read_bytes(), registration)
+        avatar = _register(client, args)
+        console.print(f"avatar {avatar}: registration {client.registration(avatar)!r}")
         options = {**_cfg_options(args, console), **_pick(args, SESSION_FLAGS), **_generic_options(args.option)}
         controls = json.loads(args.controls.read_text()) if args.controls else None
         writer = Mp4Writer(args.out, original, rate)
@@ -187,7 +193,7 @@ def render(args: argparse.Namespace, url: str, console: Console, audio16: np.nda
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)  # one summary line, never wrapped mid-number
-    for path in (args.image or args.video, args.audio):
+    for path in (args.image or args.video or args.avatar, args.audio):
         if not path.is_file():
             console.print(f"error: {path}: no such file")
             return 2

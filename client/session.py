@@ -48,9 +48,13 @@ _AUDIO_INPUTS = {
 class AvatarSource:
     """What registered an avatar: sent with a session's START, any replica can open the session."""
 
-    kind: str  # "image" or "video"
+    kind: str  # "image", "video" or "file" (sent with START as avatar_image, avatar_video, avatar_file)
     data: bytes
     options: dict | None = None
+
+    @property
+    def registry_input(self) -> str:
+        return "avatar_file" if self.kind == "file" else self.kind
 
 
 class _Replayable:
@@ -343,6 +347,7 @@ class DittoClient:
         self.busy_retries = busy_retries
         self.retry_delay_s = retry_delay_s
         self._avatar_sources: OrderedDict[str, AvatarSource] = OrderedDict()
+        self._registrations: dict[str, str] = {}
         if "://" in url:
             raise ServerUnavailableError(
                 f"invalid server URL {url!r}: give the gRPC endpoint as host:port, without a scheme"
@@ -371,28 +376,40 @@ class DittoClient:
     def register_video(self, video: bytes, options: dict | None = None) -> str:
         """Register an encoded video (MP4/MOV/WebM/MKV/AVI); returns its avatar id. Frames then use
         the video's frames, forwards and backwards as long as the audio lasts, with its own head
-        motion and generated lips (registration option `max_frames`, default 100)."""
+        motion and generated lips (registration option `max_frames`, default 0: every frame)."""
         return self._register("video", video, options)
 
+    def register_avatar_file(self, data: bytes) -> str:
+        """Register an avatar file written by `ditto-register` (its bytes); returns its avatar id."""
+        return self._register("file", data, None)
+
+    def registration(self, avatar_id: str) -> str | None:
+        """How the server found the face of an avatar this client registered: "ditto" (Ditto's face
+        models) or "mediapipe" (the path for synthetic weights)."""
+        return self._registrations.get(avatar_id)
+
     def _register(self, kind: str, data: bytes, options: dict | None) -> str:
-        inputs = [_bytes_input(kind, data, batched=False)]
+        source = AvatarSource(kind, data, dict(options) if options else None)
+        inputs = [_bytes_input(source.registry_input, data, batched=False)]
         if options:
             inputs.append(_bytes_input("options", json.dumps(options).encode(), batched=False))
         try:
             result = self._client.infer(
                 AVATAR_REGISTRY,
                 inputs,
-                outputs=[grpcclient.InferRequestedOutput("avatar_id")],
+                outputs=[grpcclient.InferRequestedOutput(n) for n in ("avatar_id", "registration")],
                 headers=self.headers,
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
             raise ServerError(_server_message(exc)) from None
         avatar_id = result.as_numpy("avatar_id").reshape(-1)[0].decode()
-        self._avatar_sources[avatar_id] = AvatarSource(kind, data, dict(options) if options else None)
+        self._registrations[avatar_id] = result.as_numpy("registration").reshape(-1)[0].decode()
+        self._avatar_sources[avatar_id] = source
         self._avatar_sources.move_to_end(avatar_id)
         while len(self._avatar_sources) > REMEMBERED_AVATARS:
-            self._avatar_sources.popitem(last=False)
+            forgotten, _ = self._avatar_sources.popitem(last=False)
+            self._registrations.pop(forgotten, None)
         return avatar_id
 
     def open_session(self, avatar_id: str, options: dict | None = None, decode: bool = True) -> StreamSession:

@@ -88,13 +88,15 @@ def checkpoint_of(entry: dict[str, Any], export_dir: Path) -> Path | None:
     )
 
 
-def stale_reason(export_dir: Path, profile_name: str) -> str | None:
+def stale_reason(export_dir: Path, profile_name: str, weights: str | None = None) -> str | None:
     """Why `export_dir` cannot be used for `profile_name` (missing, other profile or sizes, missing
-    files), or None when it can."""
+    files, other `weights` when given), or None when it can."""
     try:
         manifest = read_manifest(export_dir)
     except (FileNotFoundError, ValueError) as exc:
         return str(exc)
+    if weights is not None and manifest.get("weights") != str(weights):
+        return f"{export_dir} was exported from weights {manifest.get('weights')!r}, not {str(weights)!r}"
     if manifest.get("profile") != profile_name:
         return f"{export_dir} holds the {manifest.get('profile')!r} profile"
     current = json.loads(json.dumps(asdict(get_profile(profile_name))))

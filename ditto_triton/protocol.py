@@ -45,8 +45,9 @@ ORCHESTRATOR_INPUTS = (
     _text("avatar_image", "START only: the avatar's photo, so that any replica can open the session"),
     _text("avatar_video", "START only: or its video"),
     _text("avatar_options", "START only: the avatar's registration options (JSON)"),
+    _text("avatar_file", "START only: or an avatar file written by ditto-register (.npz)"),
 )
-START_ONLY_INPUTS = ("avatar_id", "options", "avatar_image", "avatar_video", "avatar_options")
+START_ONLY_INPUTS = ("avatar_id", "options", "avatar_image", "avatar_video", "avatar_options", "avatar_file")
 ORCHESTRATOR_OUTPUTS = (
     Tensor("frame", "UINT8", (-1,), doc="one frame: raw RGB (H·W·3) or JPEG bytes, as the session chose"),
     Tensor("frame_shape", "INT32", (3,), doc="H, W, 3"),
@@ -58,6 +59,7 @@ ORCHESTRATOR_OUTPUTS = (
 AVATAR_REGISTRY_INPUTS = (
     _text("image", "encoded photo (JPEG/PNG/...) to register"),
     _text("video", "or an encoded video"),
+    _text("avatar_file", "or an avatar file written by ditto-register (.npz)"),
     _text("avatar_id", "an avatar to look up"),
     _text("options", "registration options (JSON)"),
 )
@@ -69,6 +71,9 @@ AVATAR_REGISTRY_OUTPUTS = (
     Tensor("motion_info", "FP32", (-1, PER_PROFILE)),
     Tensor("eye_open", "FP32", (-1, PER_PROFILE)),
     Tensor("eye_ball", "FP32", (-1, PER_PROFILE)),
+    Tensor("shape_condition", "FP32", (PER_PROFILE,), doc="sc: source frame 0's keypoints, before smoothing"),
+    Tensor("landmarks", "FP32", (-1, -1, 2), doc="per source frame: the points the crop came from"),
+    Tensor("registration", "BYTES", (1,), doc="'ditto' (Ditto's face models) or 'mediapipe' (synthetic path)"),
 )
 
 

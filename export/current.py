@@ -38,3 +38,18 @@ def ensure_export(export_dir: Path, profile_name: str, *, parity: bool = True, s
         ExportOptions(profile=get_profile(profile_name), weights="synthetic", seed=seed, out=export_dir, parity=parity)
     )
     return export_dir
+
+
+def export_from(export_dir: Path, profile_name: str, weights: str, on_status=None) -> Path:
+    """`export_dir` holding a current export of `profile_name` from `weights` ("synthetic" or Ditto's
+    `ditto_pytorch/` directory), exported now when it holds none (or one from other weights)."""
+    export_dir = Path(export_dir)
+    reason = stale_reason(export_dir, profile_name, weights)
+    if reason is None:
+        return export_dir
+    from ditto_triton.export.pipeline import ExportOptions, export_all
+
+    if on_status is not None:
+        on_status(f"exporting the {profile_name} networks to {export_dir} ({reason}) ...")
+    export_all(ExportOptions(profile=get_profile(profile_name), weights=weights, out=export_dir))
+    return export_dir

@@ -15,12 +15,13 @@ import onnxruntime
 import torch
 
 from ditto_triton import manifest as mf
+from ditto_triton.export.face_models import import_face_models
 from ditto_triton.export.onnx_export import OPSET, export_stage
 from ditto_triton.export.ort_runtime import ort_session
 from ditto_triton.export.parity import TOLERANCE, compare, time_stage
 from ditto_triton.export.registry import STAGE_NETWORKS
 from ditto_triton.export.sample_inputs import HUBERT_WINDOW, sample_inputs
-from ditto_triton.export.weights import load_stage
+from ditto_triton.export.weights import SYNTHETIC, load_stage
 from ditto_triton.profiles import Profile
 from ditto_triton.stages import STAGE_ORDER, StageSpec, stage_specs
 
@@ -125,4 +126,9 @@ def export_all(opts: ExportOptions) -> Path:
         if name in opts.stages:
             manifest["stages"][name] = export_one(specs[name], opts)
             opts.on_status(name, "done")
+    if str(opts.weights) != SYNTHETIC:
+        registration = import_face_models(Path(opts.weights), opts.out)
+        if registration is not None:
+            manifest["registration"] = registration
+            opts.on_status("face models", f"Ditto's registration ({registration['eyes']} eye landmarks)")
     return mf.write_manifest(manifest, opts.out)

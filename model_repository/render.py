@@ -30,6 +30,7 @@ from typing import Any
 
 from ditto_triton.ensembles import ENSEMBLES
 from ditto_triton.export import engine_plan as ep
+from ditto_triton.face_models import FACE_MODELS, REGISTRATION_DITTO
 from ditto_triton.limits import DEFAULT_LIMITS
 from ditto_triton.manifest import checkpoint_of, read_manifest
 from ditto_triton.model_repository import gpu_flavors, pbtxt
@@ -38,6 +39,7 @@ from ditto_triton.model_repository.service_configs import avatar_registry_config
 from ditto_triton.model_repository.stage_runtime import StageParameters
 from ditto_triton.model_repository.torch_parameters import TorchParameters
 from ditto_triton.profiles import Profile, get_profile
+from ditto_triton.protocol import AVATAR_REGISTRY
 from ditto_triton.stages import StageSpec, stage_specs
 
 log = logging.getLogger(__name__)
@@ -253,9 +255,13 @@ def render_repository(
         config = stage_config(spec, flavor, **shared, **tuning)
         _write_stage_model(out_dir, config, runners[name], artifacts.get(name), builds.get(name))
     ensembles = _write_ensemble_models(out_dir, specs, max_batch_size)
+    registration = manifest.get("registration")
+    face_models = _write_face_models(out_dir, export_dir, registration, flavor, kind, ort_threads)
     services = []
     if include_services:
-        services = _write_service_models(out_dir, profile, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s)
+        services = _write_service_models(
+            out_dir, profile, export_dir, registration, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s
+        )
     _write_marker(
         out_dir,
         flavor=flavor,
@@ -267,6 +273,7 @@ def render_repository(
         plans=str(Path(engines_dir).resolve()) if engines_dir is not None else None,
         ensembles=ensembles,
         services=services,
+        face_models=face_models,
     )
     log.info("rendered %s repository (%s profile) in %s", flavor, profile.name, out_dir)
     return out_dir
@@ -340,10 +347,37 @@ def _write_ensemble_models(out_dir: Path, specs: Mapping[str, StageSpec], max_ba
     return [c.name for c in configs]
 
 
-def _write_service_models(out_dir: Path, profile: Profile, *, max_sessions: int, idle_timeout_s: float) -> list[str]:
-    """The python service models, avatar_registry and orchestrator; returns their names."""
+def _write_face_models(
+    out_dir: Path, export_dir: Path, registration: Mapping[str, Any] | None, flavor: str, kind: int, ort_threads
+) -> list[str]:
+    """Ditto's face models of an export with a `registration` entry, as unbatched stage models: the
+    python-ort runner on CPU, Triton's onnxruntime backend in the GPU flavors (no TensorRT plans are
+    built for them: they run once per registration, not per frame)."""
+    if registration is None:
+        return []
+    runner = "ort" if kind == pbtxt.KIND_CPU else "onnxruntime"
+    for name, model in registration["models"].items():
+        config = stage_config(
+            FACE_MODELS[name].spec, flavor, kind=kind, max_batch_size=0, ort_threads=ort_threads, runner=runner
+        )
+        _write_stage_model(out_dir, config, runner, Path(export_dir) / model["file"], None)
+    return list(registration["models"])
+
+
+def _write_service_models(
+    out_dir: Path,
+    profile: Profile,
+    export_dir: Path,
+    registration: Mapping[str, Any] | None,
+    *,
+    max_sessions: int,
+    idle_timeout_s: float,
+) -> list[str]:
+    """The python service models, avatar_registry (with face_landmarker.task when the export has it)
+    and orchestrator; returns their names."""
+    ditto = {"registration": REGISTRATION_DITTO, "eyes": registration["eyes"]} if registration else {}
     configs = [
-        avatar_registry_config(profile),
+        avatar_registry_config(profile, **ditto),
         orchestrator_config(profile, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s),
     ]
     for config in configs:
@@ -352,6 +386,8 @@ def _write_service_models(out_dir: Path, profile: Profile, *, max_sessions: int,
         pbtxt.write_config(config, out_dir / config.name)
         module = f"{BACKENDS_PACKAGE}.{config.name}"
         (version_dir / "model.py").write_text(_shim(module, f"service model {config.name}"))
+        if config.name == AVATAR_REGISTRY and registration and "task_file" in registration:
+            _link_or_copy(Path(export_dir) / registration["task_file"], version_dir / registration["task_file"])
     return [c.name for c in configs]
 
 

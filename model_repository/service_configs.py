@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from ditto_triton.face_models import REGISTRATION_DITTO, REGISTRATION_MEDIAPIPE, REGISTRATIONS
 from ditto_triton.limits import DEFAULT_LIMITS, ServerLimits
 from ditto_triton.model_repository import pbtxt
 from ditto_triton.model_repository.pbtxt import mc
@@ -53,6 +54,7 @@ def _profile_dims(profile: Profile) -> dict[str, list[int]]:
         "motion_info": [motion_info_size(profile)],
         "eye_open": [profile.lmdm.EYE_OPEN_DIM],
         "eye_ball": [profile.lmdm.EYE_BALL_DIM],
+        "shape_condition": [3 * profile.motion.num_kp],
     }
 
 
@@ -72,9 +74,18 @@ def _add_tensors(
     config.output.extend(pbtxt.tensor_output(t.name, _TYPES[t.datatype], _dims(t, per_profile)) for t in outputs)
 
 
-def avatar_registry_config(profile: Profile, limits: ServerLimits = DEFAULT_LIMITS) -> pbtxt.ModelConfig:
+def avatar_registry_config(
+    profile: Profile,
+    limits: ServerLimits = DEFAULT_LIMITS,
+    registration: str = REGISTRATION_MEDIAPIPE,
+    eyes: str | None = None,
+) -> pbtxt.ModelConfig:
     """Register a source photo or video once (crop, f_s, motion, eyes); look a registered avatar up by id.
-    Tensors: `protocol.AVATAR_REGISTRY_INPUTS` / `_OUTPUTS` (no batching)."""
+    Tensors: `protocol.AVATAR_REGISTRY_INPUTS` / `_OUTPUTS` (no batching). With `registration` "ditto"
+    the face models are called by BLS and the eye landmarks come from `eyes` ("task": the
+    face_landmarker.task in the model's version directory; "onnx": the BlazeFace + FaceMesh models)."""
+    if registration not in REGISTRATIONS or (registration == REGISTRATION_DITTO) != (eyes is not None):
+        raise ValueError(f"registration {registration!r} with eyes {eyes!r}: 'ditto' needs eyes, 'mediapipe' none")
     config = pbtxt.ModelConfig(name=AVATAR_REGISTRY, backend="python", max_batch_size=0)
     _add_tensors(config, AVATAR_REGISTRY_INPUTS, AVATAR_REGISTRY_OUTPUTS, profile)
     pbtxt.set_parameters(
@@ -83,6 +94,8 @@ def avatar_registry_config(profile: Profile, limits: ServerLimits = DEFAULT_LIMI
             "profile": profile.name,
             "cache_size": str(limits.avatar_cache_size),
             "cache_max_mb": str(limits.avatar_cache_max_mb),
+            "registration": registration,
+            **({"eyes": eyes} if eyes else {}),
         },
     )
     config.instance_group.append(pbtxt.instance_group(pbtxt.KIND_CPU, 1))

@@ -6,9 +6,12 @@ extractors (architecture reference, section 7): decode, fit to the size cap, fin
 crop 512 x 512, compute the eye features on the crop. The extractors' input is
 `AvatarSource.extractor_input(size)`.
 
-Eye landmarks: like Ditto, FaceMesh runs again on the 512 crop (the face is large and upright there),
-and the mesh overlapping the mapped full-image landmarks is used. If FaceMesh finds nothing on the
-crop, the full-image landmarks mapped into the crop are used instead (logged as a warning).
+Two ways to find the face, recorded in every source as `registration`:
+- "ditto" (`faces` given: Ditto's released face models, `ditto_registration.py`): Ditto's own path.
+- "mediapipe" (no `faces`: synthetic weights, nothing released to run): this project's stand-in.
+  MediaPipe's legacy FaceMesh finds the face and crops from mesh points (`crop.py`); like Ditto,
+  FaceMesh runs again on the 512 crop for the eye landmarks, and the mesh overlapping the mapped
+  full-image landmarks is used (if it finds nothing there, the mapped landmarks, with a warning).
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ import cv2
 import numpy as np
 
 from ditto_triton.avatar.crop import crop_face, transform_points
+from ditto_triton.avatar.ditto_registration import DittoFaces
 from ditto_triton.avatar.errors import InvalidOptionsError, NoFaceError
 from ditto_triton.avatar.eyes import eye_features
 from ditto_triton.avatar.face import FaceBox, detect_face, landmarks_in_box
 from ditto_triton.avatar.image_io import decode_image, fit_source
+from ditto_triton.avatar.storage import frame_array
 from ditto_triton.avatar.video import MAX_VIDEO_FRAMES, decode_video
+from ditto_triton.face_models import REGISTRATION_DITTO, REGISTRATION_MEDIAPIPE
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +56,9 @@ class CropOptions:
             [-0.5, 0.5]; negative moves the crop toward the forehead (Ditto: -0.125).
         crop_rotate: de-roll the crop (Ditto's `crop_flag_do_rot`).
         max_size: long-side cap of the source image in pixels, in [64, 4096] (Ditto: 1920).
-        max_frames: a video's frames registered from its start, in [1, 1000] (Ditto's
-            template_n_frames; it takes all by default, but f_s is 8 MiB per frame at full size).
+        max_frames: a video's frames registered from its start; 0 (the default) registers them
+            all, as Ditto does (its template_n_frames -1). Per-frame arrays of a long clip live in
+            temporary files, memory-mapped (f_s is 8 MiB per frame at full size).
         source_smooth_k: width of the temporal mean filter over a video's motion-extractor
             outputs, in [1, 31] (Ditto's smo_k_s: 13).
     """
@@ -60,7 +67,7 @@ class CropOptions:
     crop_vy_ratio: float = -0.125
     crop_rotate: bool = True
     max_size: int = 1920
-    max_frames: int = 100
+    max_frames: int = 0
     source_smooth_k: int = 13
 
     def __post_init__(self) -> None:
@@ -72,7 +79,7 @@ class CropOptions:
             raise InvalidOptionsError(f"max_size must be an int, got {self.max_size!r}")
         if not 64 <= self.max_size <= 4096:
             raise InvalidOptionsError(f"max_size must be in [64, 4096], got {self.max_size}")
-        for name, (low, high) in {"max_frames": (1, MAX_VIDEO_FRAMES), "source_smooth_k": (1, 31)}.items():
+        for name, (low, high) in {"max_frames": (0, MAX_VIDEO_FRAMES), "source_smooth_k": (1, 31)}.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise InvalidOptionsError(f"{name} must be an int in [{low}, {high}], got {value!r}")
@@ -106,6 +113,9 @@ class AvatarSource:
         M_c2o: (3, 3) float32, crop pixel coords -> `rgb` pixel coords (homogeneous).
         eye_open: (1, 2) float32 [L, R] eye openness.
         eye_ball: (1, 6) float32 [Lx, Rx, Ly, Ry, Lz, Rz] iris offsets.
+        landmarks: (N, 2) float32 image points the crop was made from: Ditto's 203 points, or
+            MediaPipe's 478 on the "mediapipe" path.
+        registration: "ditto" or "mediapipe" (see the module docstring).
     """
 
     rgb: np.ndarray
@@ -113,6 +123,8 @@ class AvatarSource:
     M_c2o: np.ndarray
     eye_open: np.ndarray
     eye_ball: np.ndarray
+    landmarks: np.ndarray
+    registration: str
 
     def __post_init__(self) -> None:
         h, w = self.rgb.shape[:2] if self.rgb.ndim == 3 else (0, 0)
@@ -129,6 +141,8 @@ class AvatarSource:
                 got = f"{arr.shape} {arr.dtype}" if isinstance(arr, np.ndarray) else type(arr).__name__
                 raise ValueError(f"AvatarSource.{name} must be {shape} {np.dtype(dtype)}, got {got}")
             arr.setflags(write=False)
+        if self.registration not in (REGISTRATION_DITTO, REGISTRATION_MEDIAPIPE):
+            raise ValueError(f"AvatarSource.registration must be 'ditto' or 'mediapipe', got {self.registration!r}")
 
     def extractor_input(self, size: int) -> np.ndarray:
         """(1, 3, size, size) float32 RGB in [0, 1]: the crop resized with INTER_AREA (Ditto, 7.2 step 6)."""
@@ -138,28 +152,35 @@ class AvatarSource:
         return np.ascontiguousarray(resized.astype(np.float32).transpose(2, 0, 1)[None] / 255.0)
 
 
-def prepare_source(data: bytes, options: CropOptions = CropOptions()) -> AvatarSource:
-    """Decode, fit, detect, crop and measure the eyes of an encoded portrait.
+def prepare_source(data: bytes, options: CropOptions = CropOptions(), faces: DittoFaces | None = None) -> AvatarSource:
+    """Decode, fit, detect, crop and measure the eyes of an encoded portrait; with `faces`, as Ditto.
 
     Raises:
         ImageDecodeError, ImageTooLargeError: see `decode_image`.
         NoFaceError: no face in the image.
     """
     rgb = fit_source(decode_image(data), options.max_size)
+    if faces is not None:
+        return _ditto_source(rgb, faces.register_frame(rgb, None, *_crop_args(options)))
     return _source_from_face(rgb, detect_face(rgb).px, options)
 
 
-def prepare_video_sources(data: bytes, options: CropOptions = CropOptions()) -> list[AvatarSource]:
-    """Decode a source video and crop every frame (up to `options.max_frames`), as Ditto does: the
-    face is detected in frame 0 and then followed from each frame's landmarks to the next (FaceMesh
-    in the previous face's box; a fresh detection when that fails; the previous landmarks when the
-    face is lost for a frame).
+def prepare_video_sources(
+    data: bytes, options: CropOptions = CropOptions(), faces: DittoFaces | None = None
+) -> list[AvatarSource]:
+    """Decode a source video and crop every frame (the first `options.max_frames` if set), as Ditto
+    does: the face is detected in frame 0 and then followed from each frame's landmarks to the next.
+    With `faces` that is Ditto's tracking (the previous frame's 203 points seed the next crop);
+    without, FaceMesh in the previous face's box, a fresh detection when that fails, the previous
+    landmarks when the face is lost for a frame.
 
     Raises:
         VideoDecodeError, ImageTooLargeError: see `decode_video`.
         NoFaceError: no face in the first frame.
     """
-    frames = decode_video(data, options.max_frames, options.max_size)
+    frames = decode_video(data, options.max_frames or MAX_VIDEO_FRAMES, options.max_size)
+    if faces is not None:
+        return _ditto_video(frames, faces, options)
     try:
         landmarks = detect_face(frames[0]).px
     except NoFaceError:
@@ -170,6 +191,34 @@ def prepare_video_sources(data: bytes, options: CropOptions = CropOptions()) -> 
             landmarks = _track(rgb, landmarks, index)
         sources.append(_source_from_face(rgb, landmarks, options))
     return sources
+
+
+def _crop_args(options: CropOptions) -> tuple[float, float, bool]:
+    return options.crop_scale, options.crop_vy_ratio, options.crop_rotate
+
+
+def _ditto_video(frames: list[np.ndarray], faces: DittoFaces, options: CropOptions) -> list[AvatarSource]:
+    sources, previous = [], None
+    for index, rgb in enumerate(frames):
+        try:
+            frame = faces.register_frame(rgb, previous, *_crop_args(options))
+        except NoFaceError as exc:
+            raise NoFaceError(f"video frame {index}: {exc}") from None
+        previous = frame.landmarks
+        sources.append(_ditto_source(rgb, frame))
+    return sources
+
+
+def _ditto_source(rgb: np.ndarray, frame) -> AvatarSource:
+    return AvatarSource(
+        rgb=rgb,
+        crop=frame.crop,
+        M_c2o=np.asarray(frame.M_c2o, np.float32),
+        eye_open=frame.eye_open,
+        eye_ball=frame.eye_ball,
+        landmarks=np.asarray(frame.landmarks, np.float32),
+        registration=REGISTRATION_DITTO,
+    )
 
 
 def _track(rgb: np.ndarray, previous: np.ndarray, index: int) -> np.ndarray:
@@ -193,7 +242,15 @@ def _source_from_face(rgb: np.ndarray, face_px: np.ndarray, options: CropOptions
         rotate=options.crop_rotate,
     )
     eye_open, eye_ball = eye_features(_crop_landmarks(crop, face_px, m_c2o))
-    return AvatarSource(rgb=rgb, crop=crop, M_c2o=m_c2o, eye_open=eye_open, eye_ball=eye_ball)
+    return AvatarSource(
+        rgb=rgb,
+        crop=crop,
+        M_c2o=m_c2o,
+        eye_open=eye_open,
+        eye_ball=eye_ball,
+        landmarks=np.ascontiguousarray(face_px[:, :2], np.float32),
+        registration=REGISTRATION_MEDIAPIPE,
+    )
 
 
 def _crop_landmarks(crop: np.ndarray, lmk_px: np.ndarray, m_c2o: np.ndarray) -> np.ndarray:
@@ -210,11 +267,25 @@ def _crop_landmarks(crop: np.ndarray, lmk_px: np.ndarray, m_c2o: np.ndarray) -> 
 
 
 def stack_sources(sources: list[AvatarSource], extractor_size: int) -> dict[str, np.ndarray]:
-    """The per-frame arrays of registered source frames, one row each (`extract_features`' inputs)."""
+    """The per-frame arrays of registered source frames, one row each (`extract_features`' inputs).
+    The full-resolution frames of a long video go to a memory-mapped temporary file."""
+    source_rgb = frame_array((len(sources), *sources[0].rgb.shape), np.uint8)
+    for i, s in enumerate(sources):
+        source_rgb[i] = s.rgb
     return {
         "extractor_input": np.concatenate([s.extractor_input(extractor_size) for s in sources]),
         "eye_open": np.concatenate([s.eye_open for s in sources]),
         "eye_ball": np.concatenate([s.eye_ball for s in sources]),
-        "source_rgb": np.stack([s.rgb for s in sources]),
+        "source_rgb": source_rgb,
         "crop_to_source": np.stack([s.M_c2o for s in sources]),
+        "crops": np.stack([s.crop for s in sources]),
+        "landmarks": np.stack([s.landmarks for s in sources]),
     }
+
+
+def registration_of(sources: list[AvatarSource]) -> str:
+    """The one registration path the sources went through."""
+    paths = {s.registration for s in sources}
+    if len(paths) != 1:
+        raise ValueError(f"source frames registered by different paths: {sorted(paths)}")
+    return paths.pop()

@@ -17,7 +17,7 @@ from ditto_triton.avatar.errors import ImageTooLargeError, VideoDecodeError
 from ditto_triton.avatar.image_io import DEFAULT_MAX_PIXELS, fit_source
 
 MAX_VIDEO_BYTES = 100_000_000
-MAX_VIDEO_FRAMES = 1000
+MAX_VIDEO_FRAMES = 7500  # 5 minutes at 25 fps; the byte and pixel limits usually bind first
 _ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 
 

@@ -9,23 +9,49 @@ import threading
 
 import numpy as np
 
+from ditto_triton.profiles import PROFILES, Profile
 from ditto_triton.streaming.audio import HOP_SAMPLES
-from ditto_triton.streaming.avatar_features import AvatarFeatures, extract_features
+from ditto_triton.streaming.avatar_features import AvatarFeatures, run_extractors
 from ditto_triton.streaming.options import SessionOptions
+from ditto_triton.streaming.registered_avatar import RegisteredAvatar
 from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession
 from ditto_triton.streaming.stages import Stages
 
 
-def register_avatar(
-    stages: Stages, data: bytes, extractor_size: int, crop_options: dict | None = None, video: bool = False
-) -> AvatarFeatures:
-    """Face detection, Ditto's crop, eye features and the two extractors, as the server's registry
-    does; `data` is an encoded photo, or a video with `video`."""
-    from ditto_triton.avatar.source import CropOptions, prepare_source, prepare_video_sources, stack_sources
+def registered_avatar(
+    stages: Stages,
+    data: bytes,
+    profile: Profile,
+    crop_options: dict | None = None,
+    video: bool = False,
+    faces=None,
+) -> RegisteredAvatar:
+    """Registration as the server's registry does it: the face found and cropped (with `faces`, a
+    `DittoFaces`, through Ditto's face models; else MediaPipe), the eye features, both extractors.
+    `data` is an encoded photo, or a video with `video`."""
+    from ditto_triton.avatar.source import (
+        CropOptions,
+        prepare_source,
+        prepare_video_sources,
+        registration_of,
+        stack_sources,
+    )
 
     options = CropOptions.from_dict(crop_options or {})
-    sources = prepare_video_sources(data, options) if video else [prepare_source(data, options)]
-    return extract_features(stages, **stack_sources(sources, extractor_size), smooth_k=options.source_smooth_k)
+    sources = prepare_video_sources(data, options, faces) if video else [prepare_source(data, options, faces)]
+    stacked = stack_sources(sources, profile.appearance.image_size)
+    outputs = run_extractors(stages.infer, stacked["extractor_input"])
+    return RegisteredAvatar.from_extractors(
+        stacked, outputs, profile=profile.name, registration=registration_of(sources), smooth_k=options.source_smooth_k
+    )
+
+
+def register_avatar(
+    stages: Stages, data: bytes, extractor_size: int, crop_options: dict | None = None, video: bool = False, faces=None
+) -> AvatarFeatures:
+    """`registered_avatar`'s session features, for the profile whose extractors take `extractor_size`."""
+    profile = next(p for p in PROFILES.values() if p.appearance.image_size == extractor_size)
+    return registered_avatar(stages, data, profile, crop_options, video, faces).features()
 
 
 def render_audio(

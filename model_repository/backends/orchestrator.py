@@ -49,8 +49,19 @@ from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSes
 from ditto_triton.streaming.session_metrics import SessionMetrics
 from ditto_triton.streaming.sessions import SessionLimitError, SessionStateError, SessionTable
 
-AVATAR_SOURCES = {"avatar_image": "image", "avatar_video": "video"}  # START input -> avatar_registry input
-AVATAR_FIELDS = ("f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source")
+# START input -> avatar_registry input
+AVATAR_SOURCES = {"avatar_image": "image", "avatar_video": "video", "avatar_file": "avatar_file"}
+AVATAR_FIELDS = (
+    "f_s",
+    "motion_info",
+    "eye_open",
+    "eye_ball",
+    "source_rgb",
+    "crop_to_source",
+    "shape_condition",
+    "landmarks",
+    "registration",
+)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_CHECK_FRAMES = 5
 
@@ -146,7 +157,7 @@ class TritonPythonModel:
         if not carried:
             return
         if len(carried) > 1:
-            raise RequestError("send either 'avatar_image' or 'avatar_video' with START, not both")
+            raise RequestError("send one of 'avatar_image', 'avatar_video' or 'avatar_file' with START, not several")
         ((name, data),) = carried.items()
         inputs = {AVATAR_SOURCES[name]: np.array([data], dtype=object)}
         registration = optional_text(request, "avatar_options")
