@@ -6,7 +6,7 @@ PROFILE ?= tiny
 WEIGHTS ?= synthetic
 EXPORT_DIR ?= out/export/$(PROFILE)
 
-.PHONY: setup system-packages lint demo export serve test test-fast test-slow lock clean bench bench-gpu bench-gate soak live
+.PHONY: setup system-packages lint demo export serve test test-fast test-slow lock clean bench bench-gpu bench-gate bench-registration soak live
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,11 @@ bench: setup
 bench-gpu: setup
 	$(BIN)/python -m ditto_triton.benchmarks.suite --profile full --flavor torch --skip-full --skip-inprocess \
 		--max-sessions 32 --min-levels 4 $(BENCH_ARGS)
+
+# Registration time per stage (a 1080p photo, a 10 s 1080p video) through Ditto's face models (stand-ins) and
+# MediaPipe's; writes benchmarks/results/registration.json.
+bench-registration: setup
+	$(BIN)/python -m ditto_triton.benchmarks.registration --out benchmarks/results/registration.json
 
 # Real-time gate on the tiny profile (about 70 s): prints each value next to its threshold, exits 1 on a miss.
 bench-gate: setup

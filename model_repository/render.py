@@ -234,8 +234,8 @@ def render_repository(
     `out_dir` is replaced if an earlier render made it; any other non-empty directory is refused.
     Each stage gets its artifact hard-linked (copied across file systems) into `<stage>/1/`:
     `model.onnx` (ort, onnxruntime), `model.pth` (torch: the checkpoint the export was made from),
-    `model.plan` (tensorrt, from `engines_dir`; without it a README.txt says how to build it).
-    `queue_delay_us` overrides the flavor's dynamic-batching delay.
+    `model.plan` (tensorrt, from `engines_dir`; without it a README.txt says how to build it);
+    Ditto's face models when the export has them. `queue_delay_us` overrides the batching delay.
     """
     _check_flavor(flavor, engines_dir)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
@@ -245,23 +245,19 @@ def render_repository(
     profile = get_profile(manifest["profile"])
     specs = stage_specs(profile)
     runners = stage_runners(flavor, manifest, kind, warp_runner)
-    artifacts = _stage_artifacts(export_dir, manifest, specs, runners)
     builds, plans = _plans(flavor, export_dir, engines_dir, max_batch_size, warp_runner)
-    artifacts.update(plans)
+    artifacts = {**_stage_artifacts(export_dir, manifest, specs, runners), **plans}
     _prepare_out_dir(out_dir)
     shared = dict(kind=kind, max_batch_size=max_batch_size, ort_threads=ort_threads, profile=profile.name)
+    tuning = dict(cuda_graphs=cuda_graphs, queue_delay_us=queue_delay_us)
     for name, spec in specs.items():
-        tuning = dict(runner=runners[name], cuda_graphs=cuda_graphs, queue_delay_us=queue_delay_us)
-        config = stage_config(spec, flavor, **shared, **tuning)
+        config = stage_config(spec, flavor, **shared, **tuning, runner=runners[name])
         _write_stage_model(out_dir, config, runners[name], artifacts.get(name), builds.get(name))
     ensembles = _write_ensemble_models(out_dir, specs, max_batch_size)
     registration = manifest.get("registration")
     face_models = _write_face_models(out_dir, export_dir, registration, flavor, kind, ort_threads)
-    services = []
-    if include_services:
-        services = _write_service_models(
-            out_dir, profile, export_dir, registration, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s
-        )
+    limits = dict(max_sessions=max_sessions, idle_timeout_s=idle_timeout_s)
+    services = _write_service_models(out_dir, profile, export_dir, registration, **limits) if include_services else []
     _write_marker(
         out_dir,
         flavor=flavor,

@@ -257,3 +257,19 @@ def test_a_wrong_avatar_file_is_a_clear_error(tmp_path, change, message):
         RegisteredAvatar.load((tmp_path / "b.npz").read_bytes(), TINY)
     with pytest.raises(AvatarFileError, match="not an avatar file"):
         RegisteredAvatar.load(b"PK\x03\x04 broken", TINY)
+
+
+def test_eyes_from_face_landmarker_task(standins, tmp_path, portrait):
+    """The .task path: MediaPipe Tasks' FaceLandmarker (a bundle of the wheel's own models) on the crop."""
+    release = tmp_path / "w"
+    (release / "aux_models").mkdir(parents=True)
+    for path in (standins / "aux_models").iterdir():
+        (release / "aux_models" / path.name).write_bytes(path.read_bytes())
+    face_standins.write_task_standin(release / "aux_models" / "face_landmarker.task")
+    entry = import_face_models(release, tmp_path / "export")
+    assert entry["eyes"] == "task" and set(entry["models"]) == {"face_det_10g", "face_landmark106", "face_landmark203"}
+    faces = ditto_faces(tmp_path / "export", entry)
+    source = prepare_source(portrait, CropOptions(), faces)
+    landmarks = faces.eye_landmarks(source.crop)
+    assert landmarks.shape == (478, 3) and np.isfinite(landmarks).all()
+    assert 0 < source.eye_open.min() and np.isfinite(source.eye_ball).all()

@@ -252,7 +252,7 @@ def test_service_configs_follow_the_contract(tiny_export, tmp_path):
     motion_width = sum(math.prod(t.shape[1:]) for t in SPECS["motion_extractor"].outputs)
     assert outputs["motion_info"] == [-1, 328] == [-1, motion_width]
     assert outputs["source_rgb"] == [-1, -1, -1, 3] and outputs["crop_to_source"] == [-1, 3, 3]
-    assert [t.name for t in registry.input] == ["image", "video", "avatar_id", "options"]
+    assert [t.name for t in registry.input] == ["image", "video", "avatar_file", "avatar_id", "options"]
     orch = pbtxt.read_config(repo / "orchestrator")
     assert orch == orchestrator_config(TINY, max_sessions=4)
     # 4 sessions admitted; twice as many batcher slots so that a fifth START reaches the model and

@@ -144,7 +144,7 @@ def test_fp16_on_cuda_stays_close_to_fp32(repos, tiny_export, tmp_path, graphs):
 
 
 def served_avatar(url: str, avatar_id: str) -> AvatarFeatures:
-    names = ["f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source"]
+    names = ["f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source", "shape_condition"]
     ident = grpcclient.InferInput("avatar_id", [1], "BYTES")
     ident.set_data_from_numpy(np.array([avatar_id.encode()], dtype=object))
     with grpcclient.InferenceServerClient(url) as c:

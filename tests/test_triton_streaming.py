@@ -43,7 +43,7 @@ def reference(stages, image, audio, **options):
 
 def server_avatar(server, avatar_id: str) -> AvatarFeatures:
     """The features the server cached for `avatar_id`, read back through avatar_registry."""
-    names = ["f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source"]
+    names = ["f_s", "motion_info", "eye_open", "eye_ball", "source_rgb", "crop_to_source", "shape_condition"]
     ident = grpcclient.InferInput("avatar_id", [1], "BYTES")
     ident.set_data_from_numpy(np.array([avatar_id.encode()], dtype=object))
     with grpcclient.InferenceServerClient(server.grpc_url) as c:

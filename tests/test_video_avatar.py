@@ -113,7 +113,7 @@ def test_bad_videos_name_the_problem(recording_stages, portrait, portrait_video,
     with pytest.raises(NoFaceError, match="video's first frame"):
         register_avatar(recording_stages, path.read_bytes(), TINY.appearance.image_size, {}, video=True)
     with pytest.raises(InvalidOptionsError, match="max_frames"):
-        register_avatar(recording_stages, portrait_video, TINY.appearance.image_size, {"max_frames": 0}, video=True)
+        register_avatar(recording_stages, portrait_video, TINY.appearance.image_size, {"max_frames": -1}, video=True)
 
 
 def test_a_session_eye_option_spans_every_source_frame(recording_stages, video_avatar, speech16k):
