@@ -3,8 +3,9 @@ stand-ins with the released files' I/O, since the real ones cannot be downloaded
 
     python -m ditto_triton.benchmarks.registration [--out benchmarks/results/registration.json]
 
-Stages: decode (image or video), each face model (SCRFD, 106, 203, BlazeFace, FaceMesh: model time from the
-`infer` callable, pre/post-processing counted in "crop + eyes"), the two extractors, and the total. The
+Stages: decode + crops + eye features (everything on the CPU around the models), each face model (SCRFD, 106, 203, BlazeFace, FaceMesh: model time from the
+`infer` callable), stacking the crops for the extractors (resize to the extractors' input), the two
+extractors, and the total. The MediaPipe path's photo time includes creating its graphs (first use). The
 networks run in this process with ONNX Runtime on the tiny export (the extractors' cost is profile-dependent;
 the face models' is not). The stand-ins answer with constants, so their model times are lower bounds.
 """
@@ -75,6 +76,7 @@ def measure(data: bytes, video: bool, faces_infer, stages: OrtStages, ditto: boo
     sources = prepare_video_sources(data, options, faces) if video else [prepare_source(data, options, faces)]
     registered = time.perf_counter()
     stacked = stack_sources(sources, stages.manifest["profile_config"]["appearance"]["image_size"])
+    times["stack_crops"] = time.perf_counter() - registered
     run_extractors(Timed(stages.infer, times), stacked["extractor_input"])
     total = time.perf_counter() - start
     face_models = sum(v for k, v in times.items() if k.startswith("face_"))

@@ -19,7 +19,8 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from ditto_triton.manifest import read_manifest
+from ditto_triton.face_models import FACE_MODELS
+from ditto_triton.manifest import read_manifest, sha256_file
 from ditto_triton.profiles import Profile, get_profile
 from ditto_triton.stages import STAGE_ORDER, StageSpec, stage_specs
 
@@ -132,6 +133,20 @@ def plan_builds(export_dir: Path, *, max_batch_size: int = 8, warp_runner: str =
                 fp32_layers=("GridSample",) if plugin else (),
             )
         )
+    return builds + face_model_builds(export_dir, manifest)
+
+
+def face_model_builds(export_dir: Path, manifest: dict[str, Any]) -> list[EngineBuild]:
+    """Ditto's face models of an export with Ditto's registration: fixed-shape, unbatched fp16 plans
+    (Ditto's TensorRT configuration builds them in fp16 too)."""
+    registration = manifest.get("registration")
+    if registration is None:
+        return []
+    builds = []
+    for name, model in registration["models"].items():
+        onnx_file = Path(export_dir) / model["file"]
+        shapes = {t.name: (t.shape, t.shape, t.shape) for t in FACE_MODELS[name].spec.inputs}
+        builds.append(EngineBuild(name, onnx_file, sha256_file(onnx_file), "fp16", shapes, max_batch_size=0))
     return builds
 
 

@@ -83,27 +83,37 @@ def _face_points(n: int, eyes: dict[int, tuple[float, float]], rng: np.random.Ge
     return pts.astype(np.float32)
 
 
-def landmark106_values() -> dict[str, np.ndarray]:
+def _roll(degrees: float) -> np.ndarray:
+    a = np.radians(degrees)
+    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+
+
+def landmark106_values(roll_degrees: float = 0.0) -> dict[str, np.ndarray]:
     placed = {i: (0.35, 0.42) for i in (33, 35, 40, 39)} | {i: (0.65, 0.42) for i in (87, 89, 94, 93)}
     placed |= {52: (0.45, 0.72), 61: (0.55, 0.72)}
     pts = _face_points(106, placed, np.random.default_rng(106)) * 2 - 1
+    if roll_degrees:
+        pts = pts.reshape(106, 2) @ _roll(roll_degrees).T
     return {"fc1": pts.reshape(1, 212)}
 
 
-def landmark203_values() -> dict[str, np.ndarray]:
+def landmark203_values(roll_degrees: float = 0.0) -> dict[str, np.ndarray]:
     placed = {i: (0.36, 0.45) for i in (0, 6, 12, 18)} | {i: (0.64, 0.45) for i in (24, 30, 36, 42)}
     placed |= {48: (0.45, 0.72), 66: (0.55, 0.72)}
     pts = _face_points(203, placed, np.random.default_rng(203))
+    if roll_degrees:
+        pts = (pts.reshape(203, 2) - 0.5) @ _roll(roll_degrees).T + 0.5
     return {"output": np.zeros((1, 214)), "853": np.zeros((1, 262)), "856": pts.reshape(1, 406)}
 
 
-def blaze_values() -> dict[str, np.ndarray]:
+def blaze_values(eye_tilt: float = 0.0) -> dict[str, np.ndarray]:
     """One face filling the middle of the crop, eyes level: anchor 528 (layer 2, cell (4, 3))."""
     regressors = np.zeros((1, 896, 16), np.float32)
     logits = np.full((1, 896, 1), -10.0, np.float32)
     anchor, (ax, ay) = 512 + (3 * 8 + 4) * 6, ((4 + 0.5) / 8, (3 + 0.5) / 8)
     regressors[0, anchor, :4] = [(0.5 - ax) * 128, (0.5 - ay) * 128, 56, 56]
     regressors[0, anchor, 4:8] = [(0.4 - ax) * 128, (0.45 - ay) * 128, (0.6 - ax) * 128, (0.45 - ay) * 128]
+    regressors[0, anchor, 7] += eye_tilt  # the right eye lower by this many 128-px units: a rolled ROI
     logits[0, anchor, 0] = 5.0
     return {"regressors": regressors, "classificators": logits}
 
@@ -139,14 +149,17 @@ def write_task_standin(path: Path) -> Path:
     return path
 
 
-def write_standin_release(root: Path, box: tuple[float, float, float, float], task: bool = False) -> Path:
+def write_standin_release(
+    root: Path, box: tuple[float, float, float, float], task: bool = False, roll_degrees: float = 0.0
+) -> Path:
     """`root/aux_models/` with stand-ins of every face model (and `face_landmarker.task` if `task`);
-    the detector finds one face at `box` in the 512 letterbox."""
+    the detector finds one face at `box` in the 512 letterbox; `roll_degrees` tilts the landmark
+    patterns (and BlazeFace's eyes), so the crops are de-rolled."""
     values = {
         DETECTOR: detector_values(box),
-        LANDMARK106: landmark106_values(),
-        LANDMARK203: landmark203_values(),
-        BLAZE_FACE: blaze_values(),
+        LANDMARK106: landmark106_values(roll_degrees),
+        LANDMARK203: landmark203_values(roll_degrees),
+        BLAZE_FACE: blaze_values(9.0 if roll_degrees else 0.0),
         FACE_MESH: mesh_values(),
     }
     for name, outputs in values.items():

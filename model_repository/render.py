@@ -255,7 +255,7 @@ def render_repository(
         _write_stage_model(out_dir, config, runners[name], artifacts.get(name), builds.get(name))
     ensembles = _write_ensemble_models(out_dir, specs, max_batch_size)
     registration = manifest.get("registration")
-    face_models = _write_face_models(out_dir, export_dir, registration, flavor, kind, ort_threads)
+    face_models = _write_face_models(out_dir, export_dir, registration, flavor, kind, ort_threads, builds, plans)
     limits = dict(max_sessions=max_sessions, idle_timeout_s=idle_timeout_s)
     services = _write_service_models(out_dir, profile, export_dir, registration, **limits) if include_services else []
     _write_marker(
@@ -344,19 +344,26 @@ def _write_ensemble_models(out_dir: Path, specs: Mapping[str, StageSpec], max_ba
 
 
 def _write_face_models(
-    out_dir: Path, export_dir: Path, registration: Mapping[str, Any] | None, flavor: str, kind: int, ort_threads
+    out_dir: Path,
+    export_dir: Path,
+    registration: Mapping[str, Any] | None,
+    flavor: str,
+    kind: int,
+    ort_threads: int | None,
+    builds: Mapping[str, ep.EngineBuild],
+    plans: Mapping[str, Path],
 ) -> list[str]:
     """Ditto's face models of an export with a `registration` entry, as unbatched stage models: the
-    python-ort runner on CPU, Triton's onnxruntime backend in the GPU flavors (no TensorRT plans are
-    built for them: they run once per registration, not per frame)."""
+    python-ort runner on CPU, fp16 TensorRT plans in the tensorrt flavor (as Ditto's TensorRT
+    configuration; a README.txt until they are built), Triton's onnxruntime backend otherwise."""
     if registration is None:
         return []
-    runner = "ort" if kind == pbtxt.KIND_CPU else "onnxruntime"
+    runner = {"tensorrt": "tensorrt"}.get(flavor, "ort" if kind == pbtxt.KIND_CPU else "onnxruntime")
     for name, model in registration["models"].items():
-        config = stage_config(
-            FACE_MODELS[name].spec, flavor, kind=kind, max_batch_size=0, ort_threads=ort_threads, runner=runner
-        )
-        _write_stage_model(out_dir, config, runner, Path(export_dir) / model["file"], None)
+        spec = FACE_MODELS[name].spec
+        config = stage_config(spec, flavor, kind=kind, max_batch_size=0, ort_threads=ort_threads, runner=runner)
+        artifact = plans.get(name) if runner == "tensorrt" else Path(export_dir) / model["file"]
+        _write_stage_model(out_dir, config, runner, artifact, builds.get(name))
     return list(registration["models"])
 
 

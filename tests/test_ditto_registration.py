@@ -1,7 +1,10 @@
 """Ditto's registration path with stand-ins of its face models: decoding, geometry, file checks, avatar files."""
 
+import hashlib
 import math
+from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -273,3 +276,46 @@ def test_eyes_from_face_landmarker_task(standins, tmp_path, portrait):
     landmarks = faces.eye_landmarks(source.crop)
     assert landmarks.shape == (478, 3) and np.isfinite(landmarks).all()
     assert 0 < source.eye_open.min() and np.isfinite(source.eye_ball).all()
+
+
+REFERENCE = Path(__file__).parent / "data" / "ditto_registration_reference.npz"
+
+
+@pytest.mark.parametrize(("case", "roll"), [("level", 0.0), ("rolled", 17.0)])
+def test_every_step_equals_dittos_own_code(tmp_path, samples_dir, case, roll):
+    """Bit for bit against numbers Ditto's own code produced (commit e9191cf's RetinaFace, Landmark106,
+    Landmark203, crop_image, Landmark478 ONNX path and EyeAttrUtilsByMP, under its pinned NumPy 2.0.1 and
+    OpenCV 4.10.0.84) on these stand-ins and this image; recorded once, kept in tests/data."""
+    ref = np.load(REFERENCE)
+    release = face_standins.write_standin_release(tmp_path / "w", FACE_BOX, roll_degrees=roll)
+    faces = ditto_faces(tmp_path / "export", import_face_models(release, tmp_path / "export"))
+    rgb = cv2.cvtColor(cv2.imread(str(samples_dir / "ditto_example_image.jpg")), cv2.COLOR_BGR2RGB)
+    rgb = cv2.resize(rgb, (1200, 1400))
+    blob, det_scale = scrfd.detector_input(rgb)
+    det, _ = scrfd.decode_detections(faces.run(DETECTOR, blob), det_scale)
+    seed = faces.detect(rgb)
+    frame = faces.register_frame(rgb, None, 2.3, -0.125, True)
+    steps = {
+        "det": det,
+        "p106": seed,
+        "p203": frame.landmarks,
+        "M": frame.M_c2o,
+        "pts": faces.eye_landmarks(frame.crop),
+        "eo": frame.eye_open,
+        "eb": frame.eye_ball,
+    }
+    for name, value in steps.items():
+        np.testing.assert_array_equal(value, ref[f"{case}_{name}"], err_msg=name)
+    assert hashlib.sha256(np.ascontiguousarray(frame.crop).tobytes()).hexdigest() == str(ref[f"{case}_crop_sha256"])
+
+
+def test_large_per_frame_arrays_are_memory_mapped(monkeypatch):
+    from ditto_triton.avatar import storage
+
+    monkeypatch.setattr(storage, "IN_MEMORY_BYTES", 1000)
+    assert isinstance(storage.frame_array((10, 10), np.uint8), np.ndarray)
+    big = storage.stored_like(np.arange(2000, dtype=np.float32))
+    assert isinstance(big, np.memmap) and big[1999] == 1999
+    blocks = storage.FrameBlocks(per_block=4)
+    frames = [blocks.add(np.full((16, 16, 3), i, np.uint8)) for i in range(6)]
+    assert [int(f[0, 0, 0]) for f in frames] == list(range(6)) and isinstance(frames[5].base, np.memmap)

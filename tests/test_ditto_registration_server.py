@@ -143,3 +143,55 @@ def test_ditto_render_with_the_weights_directory_registers_through_ditto(
     args = ["--image", str(image), "--audio", str(audio), "--out", str(video)]
     assert render_cli.main([*args, "--weights", str(release), "--export-dir", str(ditto_export)]) == 0
     assert "registration 'ditto'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flavor", "platform"), [("onnxruntime", "onnxruntime_onnx"), ("tensorrt", "tensorrt_plan")])
+def test_gpu_flavors_serve_the_face_models(ditto_export, tmp_path, flavor, platform):
+    from ditto_triton.export.engine_plan import plan_builds
+    from ditto_triton.model_repository import pbtxt
+
+    repo = render_repository(ditto_export, tmp_path / flavor, flavor, include_services=True)
+    for name, model in FACE_MODELS.items():
+        config = pbtxt.read_config(repo / name)
+        assert config.platform == platform and config.max_batch_size == 0, name
+        assert [t.name for t in config.output] == model.spec.output_names
+        artifact = "README.txt" if flavor == "tensorrt" else "model.onnx"
+        assert (repo / name / "1" / artifact).is_file(), name
+    if flavor == "tensorrt":
+        builds = {b.stage: b for b in plan_builds(ditto_export)}
+        assert all(builds[name].precision == "fp16" and builds[name].max_batch_size == 0 for name in FACE_MODELS)
+    registry = pbtxt.get_parameters(pbtxt.read_config(repo / "avatar_registry"))
+    assert registry["registration"] == "ditto" and registry["eyes"] == "onnx"
+
+
+def test_start_may_carry_an_avatar_file_the_replica_has_not_seen(ditto_server, ditto_export, mirrored, tmp_path):
+    from ditto_triton.avatar.cache import avatar_id
+    from ditto_triton.client.session import AvatarSource, StreamSession
+
+    path = tmp_path / "mirrored.npz"
+    in_process(ditto_export, mirrored).save(path)
+    data = path.read_bytes()
+    key = avatar_id(data, {"avatar_file": True}, "tiny")
+    with StreamSession(ditto_server.grpc_url, key, avatar_source=AvatarSource("file", data)) as session:
+        session.end(np.zeros(640 * 5, np.float32))
+        frames = list(session.frames())
+    assert len(frames) == 5
+    assert lookup(ditto_server.grpc_url, key)["registration"].reshape(-1)[0] == b"ditto"
+
+
+def test_eyes_from_the_task_file_through_the_server(release, triton_server_factory, portrait, tmp_path_factory):
+    from ditto_triton.export.face_standins import write_task_standin
+
+    with_task = tmp_path_factory.mktemp("ditto_pytorch_task")
+    shutil.copytree(release, with_task, dirs_exist_ok=True)
+    write_task_standin(with_task / "aux_models" / "face_landmarker.task")
+    export = tmp_path_factory.mktemp("export_task")
+    export_all(ExportOptions(profile=TINY, weights=with_task, out=export, parity=False))
+    repo = render_repository(export, tmp_path_factory.mktemp("repo_task"), "python-ort", include_services=True)
+    assert (repo / "avatar_registry" / "1" / "face_landmarker.task").is_file()
+    assert not (repo / "face_mesh").exists()
+    server = triton_server_factory(repo)
+    with DittoClient(server.grpc_url) as client:
+        avatar_id = client.register_avatar(portrait)
+    local = in_process(export, portrait)
+    assert_same(lookup(server.grpc_url, avatar_id), local)

@@ -118,7 +118,8 @@ def mesh_roi(detection: np.ndarray, width: int, height: int) -> np.ndarray:
     angle = -np.arctan2(y0 - y1, x1 - x0)
     two_pi = np.float32(2 * np.pi)
     rotation = angle - two_pi * np.floor((angle + np.float32(np.pi)) / two_pi)
-    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, side, side, rotation])
+    two = np.float32(2)
+    return np.array([(box[0] + box[2]) / two, (box[1] + box[3]) / two, side, side, rotation])
 
 
 def mesh_input(crop: np.ndarray, roi: np.ndarray) -> np.ndarray:

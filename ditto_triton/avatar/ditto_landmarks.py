@@ -29,7 +29,8 @@ def landmark106_input(rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.
     """((1, 3, 192, 192) float32 BGR 0..255 blob, (2, 3) float64 crop matrix) for a face box."""
     box = np.asarray(box, np.float32)
     width, height = box[2] - box[0], box[3] - box[1]
-    cx, cy = (box[2] + box[0]) / 2, (box[3] + box[1]) / 2
+    two = np.float32(2)  # float32 scalars throughout, as under Ditto's NumPy 2
+    cx, cy = (box[2] + box[0]) / two, (box[3] + box[1]) / two
     s = np.float32(LANDMARK106_SIZE) / (max(width, height) * np.float32(BOX_SCALE))
     half = LANDMARK106_SIZE / 2
     matrix = np.array([[s, 0, half - float(cx * s)], [0, s, half - float(cy * s)]], np.float64)

@@ -35,29 +35,37 @@ def eye_features(lmk478: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             (unit(iris - eye centre) - unit(outer - inner corner)) * |iris - eye centre|,
             with the eye centre midway between the corners.
     """
-    pts = np.asarray(lmk478, dtype=np.float64)
+    pts = np.asarray(lmk478)
     if pts.shape != (478, 3):
         raise ValueError(f"expected (478, 3) landmarks with refined irises, got {pts.shape}")
     if not np.isfinite(pts).all():
         raise ValueError("landmarks contain NaN or infinite values")
+    pts = pts.astype(np.float32)[None]  # (1, 478, 3): Ditto's batch of one, in float32 as Ditto computes
     left_open, left_ball = _eye(pts, L_CORNERS, L_LID_PAIRS, L_IRIS)
     right_open, right_ball = _eye(pts, R_CORNERS, R_LID_PAIRS, R_IRIS)
-    eye_open = np.array([[left_open, right_open]], dtype=np.float32)
-    # stack([L, R], axis=-1) of two 3-vectors is (3, 2); C-order flattening interleaves the eyes.
+    eye_open = np.stack([left_open, right_open], -1).astype(np.float32)
+    # stack([L, R], axis=-1) of two (1, 3) vectors is (1, 3, 2); C-order flattening interleaves the eyes.
     eye_ball = np.stack([left_ball, right_ball], axis=-1).reshape(1, 6).astype(np.float32)
     return eye_open, eye_ball
 
 
+def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (((a - b) ** 2).sum(-1)) ** 0.5
+
+
+def _direction(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a - b) / (_dist(a, b)[:, None] + _EPS)
+
+
 def _eye(
     pts: np.ndarray, corners: tuple[int, int], lid_pairs: tuple[tuple[int, int], ...], iris: int
-) -> tuple[float, np.ndarray]:
-    outer, inner = pts[corners[0]], pts[corners[1]]
-    width = np.linalg.norm(outer - inner)
-    lids = sum(np.linalg.norm(pts[a] - pts[b]) for a, b in lid_pairs)
-    openness = lids / (width + _EPS)
-
-    center = (outer + inner) / 2
-    offset = pts[iris] - center
-    distance = np.linalg.norm(offset)
-    direction = offset / (distance + _EPS) - (outer - inner) / (width + _EPS)
-    return float(openness), direction * distance
+) -> tuple[np.ndarray, np.ndarray]:
+    """(openness (1,), iris move (1, 3)) in Ditto's order of operations."""
+    outer, inner = pts[:, corners[0]], pts[:, corners[1]]
+    width = _dist(outer, inner)
+    h0, h1, h2 = (_dist(pts[:, a], pts[:, b]) for a, b in lid_pairs)
+    openness = (h0 + h1 + h2) / (width + _EPS)
+    center = (outer + inner) * 0.5
+    ball = pts[:, iris]
+    move = (_direction(ball, center) - _direction(outer, inner)) * _dist(ball, center)[:, None]
+    return openness, move

@@ -29,3 +29,21 @@ def stored_like(array: np.ndarray) -> np.ndarray:
     out = frame_array(array.shape, array.dtype)
     out[...] = array
     return out
+
+
+class FrameBlocks:
+    """Equal-shaped frames appended one at a time into `frame_array` blocks of `per_block` frames."""
+
+    def __init__(self, per_block: int = 64) -> None:
+        self.per_block = per_block
+        self._block: np.ndarray | None = None
+        self._used = 0
+
+    def add(self, frame: np.ndarray) -> np.ndarray:
+        """A view of the stored copy of `frame`."""
+        if self._block is None or self._used == self.per_block or self._block.shape[1:] != frame.shape:
+            self._block = frame_array((self.per_block, *frame.shape), frame.dtype)
+            self._used = 0
+        self._block[self._used] = frame
+        self._used += 1
+        return self._block[self._used - 1]

@@ -15,6 +15,7 @@ import numpy as np
 
 from ditto_triton.avatar.errors import ImageTooLargeError, VideoDecodeError
 from ditto_triton.avatar.image_io import DEFAULT_MAX_PIXELS, fit_source
+from ditto_triton.avatar.storage import FrameBlocks
 
 MAX_VIDEO_BYTES = 100_000_000
 MAX_VIDEO_FRAMES = 7500  # 5 minutes at 25 fps; the byte and pixel limits usually bind first
@@ -57,6 +58,7 @@ def decode_video(
     if fmt is None:
         raise VideoDecodeError("not a supported video: send MP4/MOV, WebM/MKV or AVI (a photo goes in 'image')")
     frames: list[np.ndarray] = []
+    store = FrameBlocks()  # a long clip's frames go to memory-mapped blocks, not the heap
     try:
         with av.open(io.BytesIO(data), mode="r", format=fmt) as container:
             if not container.streams.video:
@@ -68,7 +70,7 @@ def decode_video(
                     f"video frames are {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
                 )
             for frame in container.decode(stream):
-                frames.append(fit_source(frame.to_ndarray(format="rgb24"), max_size))
+                frames.append(store.add(fit_source(frame.to_ndarray(format="rgb24"), max_size)))
                 if len(frames) >= max_frames:
                     break
     except av.FFmpegError as exc:
