@@ -114,18 +114,21 @@ def _generic_options(pairs: list[str]) -> dict:
     return options
 
 
-def _cfg_options(args: argparse.Namespace, console: Console) -> dict:
-    """Session options from `--ditto-cfg` (explicit flags override them)."""
+def _cfg_options(args: argparse.Namespace, console: Console) -> tuple[dict, dict]:
+    """(session options, registration options) from `--ditto-cfg` (explicit flags override them)."""
     if args.ditto_cfg is None:
-        return {}
-    from ditto_triton.ditto_cfg import load_ditto_cfg, session_options_from_cfg
+        return {}, {}
+    from ditto_triton.ditto_cfg import load_ditto_cfg, registration_options_from_cfg, session_options_from_cfg
 
-    options, ignored = session_options_from_cfg(load_ditto_cfg(args.ditto_cfg))
+    cfg = load_ditto_cfg(args.ditto_cfg)
+    options, ignored = session_options_from_cfg(cfg)
+    registration = registration_options_from_cfg(cfg)
     console.print(
-        f"{args.ditto_cfg}: session options {options}"
+        f"{args.ditto_cfg}: session options {', '.join(sorted(options)) or 'none'}; registration options "
+        f"{', '.join(sorted(registration)) or 'none'}"
         + (f"; not applicable here: {', '.join(ignored)}" if ignored else "")
     )
-    return options
+    return options, registration
 
 
 def late_frames(frames: list[ReceivedFrame]) -> int:
@@ -136,12 +139,13 @@ def late_frames(frames: list[ReceivedFrame]) -> int:
     return sum(f.received_s - t0 > f.pts_s - p0 + 1e-3 for f in frames)
 
 
-def _register(client: DittoClient, args: argparse.Namespace) -> str:
+def _register(client: DittoClient, args: argparse.Namespace, from_cfg: dict) -> str:
     registration = registration_options(args)
     if args.avatar:
         if registration:
             raise ValueError("an avatar file is registered as it is: drop the registration options")
         return client.register_avatar_file(args.avatar.read_bytes())
+    registration = {**from_cfg, **registration}
     if args.video:
         return client.register_video(args.video.read_bytes(), registration)
     return client.register_avatar(args.image.read_bytes(), registration)
@@ -151,9 +155,10 @@ def render(args: argparse.Namespace, url: str, console: Console, audio16: np.nda
     original, rate = sf.read(str(args.audio), dtype="float32", always_2d=False)
     expected = -(-audio16.size // 640)
     with DittoClient(url, timeout_s=args.timeout) as client:
-        avatar = _register(client, args)
+        cfg_session, cfg_registration = _cfg_options(args, console)
+        avatar = _register(client, args, cfg_registration)
         console.print(f"avatar {avatar}: registration {client.registration(avatar)!r}")
-        options = {**_cfg_options(args, console), **_pick(args, SESSION_FLAGS), **_generic_options(args.option)}
+        options = {**cfg_session, **_pick(args, SESSION_FLAGS), **_generic_options(args.option)}
         controls = json.loads(args.controls.read_text()) if args.controls else None
         writer = Mp4Writer(args.out, original, rate)
         frames: list[ReceivedFrame] = []

@@ -3,8 +3,8 @@ in the path. `ditto_triton.model_repository.ensemble_configs` turns each one int
 in-process runner composes the same steps with `ditto_triton.chains.run_chain`."""
 
 from ditto_triton.ensembles.extractors import EXTRACTORS
-from ditto_triton.ensembles.render_chain import RENDER_CHAIN
+from ditto_triton.ensembles.render_chain import RENDER_CHAIN, UNSTITCHED_CHAIN
 
 ENSEMBLES = (RENDER_CHAIN, EXTRACTORS)
 
-__all__ = ["ENSEMBLES", "EXTRACTORS", "RENDER_CHAIN"]
+__all__ = ["ENSEMBLES", "EXTRACTORS", "RENDER_CHAIN", "UNSTITCHED_CHAIN"]

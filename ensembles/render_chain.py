@@ -25,3 +25,19 @@ RENDER_CHAIN = Chain(
         ChainStep("decoder", {"feature": "warped_feature"}, {"output": "output"}),
     ),
 )
+
+# Ditto's flag_stitching=False: warp and decode the driving keypoints as they are. Run step by step (it is
+# not deployed as an ensemble).
+UNSTITCHED_CHAIN = Chain(
+    name="render_chain_unstitched",
+    inputs=RENDER_CHAIN.inputs,
+    outputs=RENDER_CHAIN.outputs,
+    steps=(
+        ChainStep(
+            "warp_network",
+            {"feature_3d": "feature_3d", "kp_source": "kp_source", "kp_driving": "kp_driving"},
+            {"out": "warped_feature"},
+        ),
+        RENDER_CHAIN.steps[-1],
+    ),
+)

@@ -31,3 +31,7 @@ class RecordingStages(OrtStages):
     def windows(self, steps: int) -> list[np.ndarray]:
         """Each LMDM window's final x0: the last of its `steps` calls."""
         return self.x_starts[steps - 1 :: steps]
+
+    def window_conds(self) -> list[np.ndarray]:
+        """The condition of each LMDM window (every call of a window gets the same one)."""
+        return [c for i, c in enumerate(self.conds) if i == 0 or not np.array_equal(c, self.conds[i - 1])]

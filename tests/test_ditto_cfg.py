@@ -50,9 +50,27 @@ def test_a_cfg_with_arrays_loads(tmp_path, protocol):
 
 def test_default_kwargs_become_session_options(tmp_path):
     options, ignored = session_options_from_cfg(online_cfg())
-    assert options == {"overlap": 70, "sampling_steps": 10, "smooth_k": 3, "delta_pitch": 2.0}
-    assert "emo" in ignored and "fix_kp_cond" in ignored
-    assert SessionOptions.from_dict(options) == SessionOptions()  # Ditto's online cfg is our default
+    assert set(options) == {
+        "overlap", "sampling_steps", "smooth_k", "fix_kp_cond", "fix_kp_cond_dim", "delta_pitch",
+        "emotion_array", "delta_eye_arr", "v_min_max_for_clip",
+    }  # fmt: skip
+    assert ignored == ["scale", "tags"]
+    parsed = SessionOptions.from_dict(options)
+    assert (
+        parsed.overlap == 70 and parsed.fix_kp_cond_dim == (0, 202) and parsed.overall_ctrl_info == {"delta_pitch": 2}
+    )
+    assert np.asarray(parsed.emotion_array).shape == (600, 8) and np.asarray(parsed.delta_eye_arr).shape == (15, 63)
+    assert np.asarray(parsed.v_min_max_for_clip).shape == (2, 265)  # Ditto reads rows 0 and 1 of its (4, 265)
+
+
+def test_registration_keys_become_registration_options():
+    from ditto_triton.avatar.source import CropOptions
+    from ditto_triton.ditto_cfg import registration_options_from_cfg
+
+    cfg = {"default_kwargs": {"crop_scale": 2.0, "crop_flag_do_rot": False, "template_n_frames": -1, "smo_k_s": 9}}
+    options = registration_options_from_cfg(cfg)
+    assert options == {"crop_scale": 2.0, "crop_rotate": False, "max_frames": 0, "source_smooth_k": 9}
+    assert CropOptions.from_dict(options).crop_scale == 2.0
 
 
 class Exploit:

@@ -4,6 +4,7 @@ streaming, parity with the in-process pipeline, concurrent sessions, clear error
 from __future__ import annotations
 
 import io
+import json
 import threading
 
 import numpy as np
@@ -206,7 +207,7 @@ def test_per_frame_controls_change_exactly_their_frames(client, portrait, speech
     audio = speech16k[: 3 * 16000]
 
     def frames(controls=None):
-        session = client.open_session(avatar)
+        session = client.open_session(avatar, {"fade_type": "s"})  # fades towards the source
         session.send(audio[:3200], controls=controls)  # controls travel with the first chunk
         session.end(audio[3200:])
         out = [f.rgb for f in session.frames()]
@@ -214,27 +215,83 @@ def test_per_frame_controls_change_exactly_their_frames(client, portrait, speech
         return out
 
     base = frames()
-    # Fading to the source moves the keypoints far enough to show in the synthetic networks' frames
-    # (their generated motion is far off, so a few degrees of yaw leave the warp unchanged; the
-    # degrees themselves are checked on the motion in test_controls.py).
-    steered = frames([{"from": 30, "to": 40, "fade": 0.0, "delta_yaw": 20}, {"frame": 60, "fade": 0.0}])
+    # Fading pose, translation and expression to the source moves the keypoints far enough to show in the
+    # synthetic networks' frames (their generated motion is far off, so a few degrees of yaw leave the warp
+    # unchanged; the degrees themselves are checked on the motion in test_controls.py).
+    to_source = {"fade_alpha": 0.0, "fade_out_keys": ["exp", "pitch", "yaw", "roll", "t"]}
+    steered = frames([{"from": 30, "to": 40, **to_source, "delta_yaw": 20}, {"frame": 60, **to_source}])
     assert len(base) == len(steered) == 75
     assert [i for i, (a, b) in enumerate(zip(base, steered)) if not np.array_equal(a, b)] == [*range(30, 40), 60]
 
 
 def test_session_options_reach_the_server(client, portrait, speech16k):
     avatar = client.register_avatar(portrait, CROP)
-    options = {"emotion": [[0], [5]], "fade_in": 5, "fade_out": 5, "output_max_size": 256, "relative": False}
+    options = {
+        "emotion": [[0], [5]],
+        "fade_in": 5,
+        "fade_out": 5,
+        "fade_type": "s",
+        "output_max_size": 256,
+        "relative_d": False,
+    }
     frames = list(client.stream(avatar, speech16k[:32000], options))
     assert len(frames) == 50 and all(max(f.rgb.shape[:2]) == 256 for f in frames)
     session = client.open_session(avatar)
     session.send(speech16k[:32000])
     got = session.frames()
     next(got)
-    session.end(controls=[{"frame": 0, "fade": 0.5}])  # frame 0 is long generated: refused by name
+    session.end(controls=[{"frame": 0, "vad_alpha": 0.5}])  # frame 0 is long generated: refused by name
     with pytest.raises(ServerError, match="controls for frame 0 arrived after its motion was generated"):
         list(got)
     session.close()
+
+
+def test_dittos_motion_controls_through_the_server_equal_in_process(client, portrait, speech16k, stages):
+    """Blinks, fades, pose and expression controls, driven keys, emotion arrays, the clip, condition
+    resets and the stream's last window, through tritonserver: the frames are the in-process ones."""
+    from ditto_triton.streaming.controls import parse_controls
+
+    eye = np.zeros((15, 63))
+    eye[1:, 34] = 0.03
+    low, high = np.full(265, -50.0), np.full(265, 50.0)
+    options = {
+        "delta_eye_arr": eye.tolist(),
+        "delta_eye_open_n": 12,
+        "fade_type": "d0",
+        "fade_in": 5,
+        "fade_out": 6,
+        "alpha_roll": 0.5,
+        "vad_alpha": 0.8,
+        "emotion_array": (np.eye(8)[[3, 6]] * 0.9 + 0.0125).tolist(),
+        "v_min_max_for_clip": [low.tolist(), high.tolist()],
+        "use_d_keys": {"exp": 1.0, "yaw": 0.5, "pitch": 1.0},
+        "fix_kp_cond": 2,
+        "output_max_size": 256,
+    }
+    controls = [{"from": 20, "to": 30, "fade_alpha": 0.3, "delta_exp": [0.01] * 63}, {"frame": 40, "alpha_yaw": 0.0}]
+    audio = speech16k[: 3 * 16000 + 100]
+    avatar = client.register_avatar(portrait, CROP)
+    served = [f.rgb for f in client.stream(avatar, audio, options, controls=controls)]  # 200 ms chunks, as below
+    local = register_avatar(stages, portrait, TINY.appearance.image_size, CROP)
+    parsed = parse_controls(json.dumps(controls))
+    ref = render_audio(stages, local, audio, TINY.render_size, SessionOptions.from_dict(options), controls=parsed)
+    assert len(served) == len(ref) == 76
+    assert all(np.array_equal(a, b.rgb) for a, b in zip(served, ref))
+    plain = list(client.stream(avatar, audio, {"output_max_size": 256}))
+    assert sum(not np.array_equal(a, b.rgb) for a, b in zip(served, plain)) > 60  # the options did change them
+
+
+def test_a_reference_character_through_the_server_equals_in_process(client, portrait, mirrored, speech16k, stages):
+    avatar, reference = client.register_avatar(portrait, CROP), client.register_avatar(mirrored, CROP)
+    audio = speech16k[:32000]
+    options = {"ch_avatar": reference, "output_max_size": 256}
+    served = [f.rgb for f in client.stream(avatar, audio, options)]
+    local = register_avatar(stages, portrait, TINY.appearance.image_size, CROP)
+    local_ref = register_avatar(stages, mirrored, TINY.appearance.image_size, CROP)
+    ref = render_audio(stages, local, audio, TINY.render_size, SessionOptions.from_dict(options), reference=local_ref)
+    assert len(served) == len(ref) == 50 and all(np.array_equal(a, b.rgb) for a, b in zip(served, ref))
+    with pytest.raises(ServerError, match="unknown avatar id"):
+        list(client.stream(avatar, audio, {"ch_avatar": "f" * 32}))
 
 
 def test_offline_mode_through_the_server_equals_in_process(server, client, portrait, speech16k, stages):

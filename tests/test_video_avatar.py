@@ -57,7 +57,7 @@ def session_rows(recording_stages, video_avatar, speech16k):
     session = StreamingSession(video_avatar, recording_stages, SessionOptions(delta_pitch=0.0), TINY.render_size)
     recording_stages.clear()
     rows = session.feed(speech16k[: 40 * 640]) + session.end()
-    return session, rows, [c[0].copy() for c in recording_stages.conds]
+    return session, rows, [c[0].copy() for c in recording_stages.window_conds()]
 
 
 def test_video_keeps_its_own_head_motion_and_drives_the_lips(video_avatar, session_rows):
@@ -70,7 +70,9 @@ def test_video_keeps_its_own_head_motion_and_drives_the_lips(video_avatar, sessi
         src = video_avatar.info_at(video_avatar.source_index(g))
         info = session.driving_info(g, rows[g])
         for key in ("pitch", "yaw", "roll"):
-            assert float(info[key][0]) == pytest.approx(float(bin66_to_degree(src[key])[0]), abs=1e-4), (g, key)
+            assert float(bin66_to_degree(info[key])[0]) == pytest.approx(
+                float(bin66_to_degree(src[key])[0]), abs=1e-4
+            ), (g, key)
         np.testing.assert_allclose(info["t"], src["t"], atol=1e-6)
         np.testing.assert_allclose(info["exp"][~lips], src["exp"][~lips], atol=1e-6)  # eyes and the rest: the video's
         assert not np.allclose(info["exp"][lips], src["exp"][lips], atol=1e-4)  # lips: generated
@@ -78,11 +80,11 @@ def test_video_keeps_its_own_head_motion_and_drives_the_lips(video_avatar, sessi
 
 def test_eye_conditions_follow_the_source_frames(video_avatar, session_rows):
     _, _, conds = session_rows
-    hidden = conds[-1].shape[-1] - 79
-    # the last window covers frames -40..39 (its first 40 rows are the prefill silence: frame 0's)
+    hidden = conds[-2].shape[-1] - 79
+    # the last full window covers frames -40..39 (its first 40 rows are the prefill silence: frame 0's)
     frames = np.arange(-40, 40)
     want = video_avatar.eye_open[video_avatar.source_index(frames)]
-    np.testing.assert_allclose(conds[-1][:, hidden + 8 : hidden + 10], want, atol=1e-6)
+    np.testing.assert_allclose(conds[-2][:, hidden + 8 : hidden + 10], want, atol=1e-6)
     assert len({tuple(np.round(r, 6)) for r in want}) > 1  # the eyes do change over the source frames
 
 
@@ -120,8 +122,21 @@ def test_a_session_eye_option_spans_every_source_frame(recording_stages, video_a
     session = StreamingSession(video_avatar, recording_stages, SessionOptions(eye_open=(0.2, 0.3)), TINY.render_size)
     recording_stages.clear()
     assert len(session.feed(speech16k[: 20 * 640]) + session.end()) == 20
-    cond = recording_stages.conds[-1][0]
+    cond = recording_stages.window_conds()[-2][0]
     hidden = cond.shape[-1] - 79
     np.testing.assert_allclose(cond[:, hidden + 8 : hidden + 10], np.tile([0.2, 0.3], (cond.shape[0], 1)), atol=1e-6)
     eye_ball = video_avatar.eye_ball[video_avatar.source_index(np.arange(-60, 20))]
     np.testing.assert_allclose(cond[:, hidden + 10 : hidden + 16], eye_ball, atol=1e-6)  # still the video's
+
+
+def test_eye_f0_mode_holds_the_first_source_frame_s_eyes(recording_stages, video_avatar, speech16k):
+    session = StreamingSession(video_avatar, recording_stages, SessionOptions(eye_f0_mode=True), TINY.render_size)
+    recording_stages.clear()
+    session.feed(speech16k[: 40 * 640])
+    session.end()
+    cond = recording_stages.window_conds()[-2][0]
+    hidden = cond.shape[-1] - 79
+    np.testing.assert_allclose(cond[:, hidden + 8 : hidden + 10], np.tile(video_avatar.eye_open[0], (80, 1)), atol=1e-6)
+    np.testing.assert_allclose(
+        cond[:, hidden + 10 : hidden + 16], np.tile(video_avatar.eye_ball[0], (80, 1)), atol=1e-6
+    )

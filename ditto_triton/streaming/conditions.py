@@ -33,17 +33,29 @@ def mirror_index(frames: np.ndarray, size: int) -> np.ndarray:
 class ConditionBuilder:
     """Concatenates each frame's audio features with its emotion, eye and shape conditions.
 
-    `emotion` is a label, a list of labels (mixed) or a sequence of those, one per frame, cycled by
+    `emotion` is a label, a list of labels (mixed), a sequence of those or an (m, 8) array of
+    probabilities, one per frame, cycled by
     frame index (frames before the first, i.e. the prefill silence, use the first entry), as Ditto's
     condition handler does. `eye_open` (m, 2) and `eye_ball` (m, 6) hold one row per source frame
     (m = 1 for a photo), mirror-looped over the generated frames for a video avatar;
     `set_eye_open` overrides the eye openness of single frames (the per-frame control)."""
 
-    def __init__(self, emotion: int | Sequence, eye_open: np.ndarray, eye_ball: np.ndarray, sc: np.ndarray):
+    def __init__(
+        self,
+        emotion: int | Sequence | np.ndarray,
+        eye_open: np.ndarray,
+        eye_ball: np.ndarray,
+        sc: np.ndarray,
+        eye_f0_mode: bool = False,
+    ):
         per_frame = isinstance(emotion, (list, tuple)) and bool(emotion) and isinstance(emotion[0], (list, tuple))
-        self._emotions = (
-            np.stack([emotion_vector(list(e)) for e in emotion]) if per_frame else emotion_vector(emotion)[None]
-        )
+        if isinstance(emotion, np.ndarray):
+            self._emotions = np.asarray(emotion, np.float32).reshape(-1, len(EMOTIONS))  # Ditto's (m, 8) emo array
+        elif per_frame:
+            self._emotions = np.stack([emotion_vector(list(e)) for e in emotion])
+        else:
+            self._emotions = emotion_vector(emotion)[None]
+        self._eye_f0_mode = eye_f0_mode
         eye_open = np.asarray(eye_open, np.float32).reshape(-1, 2)
         eye_ball = np.asarray(eye_ball, np.float32).reshape(-1, 6)
         rows = max(eye_open.shape[0], eye_ball.shape[0])  # one row (a photo, or a session option) spans them all
@@ -71,7 +83,7 @@ class ConditionBuilder:
 
     def eyes_at(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, 2) eye openness and (n, 6) iris offsets of the given frame indices."""
-        source = mirror_index(frames, self._eye_open.shape[0])
+        source = np.zeros_like(frames) if self._eye_f0_mode else mirror_index(frames, self._eye_open.shape[0])
         eye_open, eye_ball = self._eye_open[source], self._eye_ball[source]
         for k, frame in enumerate(frames):
             override = self._eye_open_at.get(int(frame))

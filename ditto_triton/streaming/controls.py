@@ -1,36 +1,45 @@
-"""Per-frame controls sent with the audio: which frames, and what steers them.
+"""Per-frame controls sent with the audio: which frames, and what steers them (Ditto's `ctrl_info`).
 
 A request's `controls` is a JSON list of objects, each naming frames with `frame` (one index) or
-`from`/`to` (indices, `to` exclusive) and any of `delta_pitch`, `delta_yaw`, `delta_roll` (degrees,
-added to the session's own offsets), `delta_exp` (63 numbers added to the expression), `fade` (0..1:
-0 shows the source's pose and expression, 1 the generated motion), `eye_open` ([left, right]
-openness in 0..3, open eyes measure about 1: the LMDM's eye condition for those frames instead of
-the avatar's; it steers generation, so it applies to LMDM windows sampled after it arrives). A
-later entry for a frame
-replaces the fields it names. Controls must arrive no later than the audio of the frames they
-name: a frame whose motion was already generated cannot be steered any more, and naming one is an
-error (nothing sent is silently dropped).
+`from`/`to` (indices, `to` exclusive) and any of Ditto's per-frame keys (`MotionStitch.__call__`):
+`delta_pitch`, `delta_yaw`, `delta_roll` (degrees), `alpha_pitch`, `alpha_yaw`, `alpha_roll`
+(multipliers), `delta_exp` (63 numbers added to the expression), `vad_alpha` (0..1: below 1 pulls the
+expression towards the source's), `fade_alpha` (0..1, with the session's `fade_type`) and
+`fade_out_keys`; a frame's value replaces the session's for that key (Ditto's merge), it is not added
+to it. Plus this project's `eye_open` ([left, right] openness in 0..3: the LMDM's eye condition for
+those frames; it steers generation, so it applies to LMDM windows sampled after it arrives). A later
+entry for a frame replaces the fields it names. Controls must arrive no later than the audio of the
+frames they name: a frame whose motion was already generated cannot be steered any more, and naming
+one is an error (nothing sent is silently dropped).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from typing import Any
 
 from ditto_triton.protocol import BadRequest
-from ditto_triton.streaming.stitch import NO_CONTROL, FrameControl
+from ditto_triton.streaming.option_values import INFO_KEYS
 
 MAX_FRAMES_PER_ENTRY = 25 * 3600
-_POSE = ("delta_pitch", "delta_yaw", "delta_roll")
+POSE_RANGES = {
+    **{f"delta_{k}": (-90.0, 90.0) for k in ("pitch", "yaw", "roll")},
+    **{f"alpha_{k}": (-10.0, 10.0) for k in ("pitch", "yaw", "roll")},
+    "vad_alpha": (0.0, 1.0),
+    "fade_alpha": (0.0, 1.0),
+}
 CONDITION_FIELDS = ("eye_open",)  # steer the LMDM's condition, not the rendering
-_FIELDS = (*_POSE, "delta_exp", "fade", *CONDITION_FIELDS)
+_FIELDS = (*POSE_RANGES, "delta_exp", "fade_out_keys", *CONDITION_FIELDS)
 EYE_OPEN_RANGE = (0.0, 3.0)  # the sample photo's open eyes measure about 1.0, closed ones near 0
 
 
 class ControlsError(BadRequest):
     """Controls that cannot be applied; the message names the entry and the problem."""
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _entry_frames(i: int, entry: dict[str, Any]) -> range:
@@ -56,33 +65,25 @@ def _entry_fields(i: int, entry: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ControlsError(f"controls[{i}]: unknown field(s) {unknown}; known: frame, from, to, {', '.join(_FIELDS)}")
     fields: dict[str, Any] = {}
-    for name in _POSE:
+    for name, (lo, hi) in POSE_RANGES.items():
         if name in entry:
             v = entry[name]
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not -90 <= v <= 90:
-                raise ControlsError(f"controls[{i}]: {name} must be a number of degrees in -90..90, got {v!r}")
+            if not _is_number(v) or not lo <= v <= hi:
+                raise ControlsError(f"controls[{i}]: {name} must be a number in {lo:g}..{hi:g}, got {v!r}")
             fields[name] = float(v)
     if "delta_exp" in entry:
         v = entry["delta_exp"]
-        if (
-            not isinstance(v, list)
-            or len(v) != 63
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-        ):
+        if not isinstance(v, list) or len(v) != 63 or not all(_is_number(x) for x in v):
             raise ControlsError(f"controls[{i}]: delta_exp must be a list of 63 numbers")
-        fields["delta_exp"] = tuple(float(x) for x in v)
-    if "fade" in entry:
-        v = entry["fade"]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
-            raise ControlsError(f"controls[{i}]: fade must be in 0..1, got {v!r}")
-        fields["fade"] = float(v)
+        fields["delta_exp"] = [float(x) for x in v]
+    if "fade_out_keys" in entry:
+        v = entry["fade_out_keys"]
+        if not isinstance(v, list) or any(k not in INFO_KEYS for k in v):
+            raise ControlsError(f"controls[{i}]: fade_out_keys must list keys of {INFO_KEYS}, got {v!r}")
+        fields["fade_out_keys"] = tuple(v)
     if "eye_open" in entry:
         v, (lo, hi) = entry["eye_open"], EYE_OPEN_RANGE
-        if (
-            not isinstance(v, list)
-            or len(v) != 2
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and lo <= x <= hi for x in v)
-        ):
+        if not isinstance(v, list) or len(v) != 2 or not all(_is_number(x) and lo <= x <= hi for x in v):
             raise ControlsError(f"controls[{i}]: eye_open must be [left, right], each in {lo}..{hi}, got {v!r}")
         fields["eye_open"] = (float(v[0]), float(v[1]))
     if not fields:
@@ -123,8 +124,8 @@ class FrameControls:
                 for index in frames if render else ():
                     self._by_frame.setdefault(index, {}).update(render)
 
-    def get(self, index: int, consume: bool = True) -> FrameControl:
-        """Frame `index`'s control; consumed (forgotten) unless `consume` is False."""
+    def get(self, index: int, consume: bool = True) -> dict[str, Any]:
+        """Frame `index`'s controls (Ditto's ctrl_info[index]); consumed (forgotten) unless `consume` is False."""
         with self._lock:
             fields = self._by_frame.pop(index, None) if consume else self._by_frame.get(index)
-        return NO_CONTROL if fields is None else dataclasses.replace(NO_CONTROL, **fields)
+        return dict(fields or {})

@@ -36,8 +36,8 @@ class MotionSettings:
     overlap: int = 70
     steps: int = 10
     smooth_k: int = 3
-    fix_kp_cond: int = 1
-    fix_kp_cond_dims: tuple[int, int] = (0, POSE_DIMS)
+    fix_kp_cond: int = 1  # reset the motion condition to the source's every n windows (0: never)
+    fix_kp_cond_dims: tuple[int, int] | None = (0, POSE_DIMS)  # kept from the last frame on a reset
     online: bool = True
 
     def __post_init__(self) -> None:
@@ -106,8 +106,9 @@ class WindowSampler:
         prev = result[result.shape[0] - self.s.overlap - 1]
         if self.s.fix_kp_cond > 0 and self.windows % self.s.fix_kp_cond == 0:
             self._kp_cond = self._source.copy()
-            lo, hi = self.s.fix_kp_cond_dims
-            self._kp_cond[0, lo:hi] = prev[lo:hi]
+            if self.s.fix_kp_cond_dims is not None:
+                lo, hi = self.s.fix_kp_cond_dims
+                self._kp_cond[0, lo:hi] = prev[lo:hi]
         else:
             self._kp_cond = prev[None].copy()
 
@@ -199,8 +200,11 @@ class OnlineMotion:
         """End of stream: add the last features, run the padded last window and release every frame
         up to `total_frames` (frames past the end of the audio are never released)."""
         out = self._consume(features)
-        if self._pending.shape[0]:
-            pad = np.repeat(self._pending[-1:], self.s.valid - self._pending.shape[0], axis=0)
+        if self._pending.shape[0] or self._result is not None:
+            # Ditto's last window: the features left (the overlap and any new rows) padded with the last
+            # one, generated and fused like every other, so the final frames are cross-faded too.
+            last = self._pending[-1:] if self._pending.shape[0] else self._features[-1:]
+            pad = np.repeat(last, self.s.valid - self._pending.shape[0], axis=0)
             out += self._window(np.concatenate([self._pending, pad]))
             self._pending = self._pending[:0]
         if self._result is not None:

@@ -62,12 +62,15 @@ def render_audio(
     options: SessionOptions = SessionOptions(),
     chunk_samples: int = HOP_SAMPLES,
     silence: np.ndarray | None = None,
+    controls: list | None = None,
+    reference: AvatarFeatures | None = None,
 ) -> list[Frame]:
-    """Stream `audio` (16 kHz mono float32) in chunks through a pipelined session; all frames in order."""
+    """Stream `audio` (16 kHz mono float32) in chunks through a pipelined session; all frames in order.
+    `controls` (parsed, `controls.parse_controls`) go with the first chunk, as a client sends them."""
     frames: list[Frame] = []
     errors: list[BaseException] = []
     done = threading.Event()
-    session = StreamingSession(avatar, stages, options, render_size, silence)
+    session = StreamingSession(avatar, stages, options, render_size, silence, reference)
     runner = PipelinedSession(
         session,
         on_frame=lambda frame, tag: frames.append(frame),
@@ -75,7 +78,7 @@ def render_audio(
         on_error=lambda tag, exc: (errors.append(exc), done.set()),
     )
     for start in range(0, audio.size, chunk_samples):
-        runner.submit_audio(audio[start : start + chunk_samples], tag=start)
+        runner.submit_audio(audio[start : start + chunk_samples], tag=start, controls=None if start else controls)
     runner.submit_end("end")
     done.wait()
     runner.close()

@@ -7,10 +7,10 @@ the Triton orchestrator and the in-process reference both drive it the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
 import queue
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ditto_triton.ensembles import RENDER_CHAIN
+from ditto_triton.chains import run_chain
+from ditto_triton.ensembles import RENDER_CHAIN, UNSTITCHED_CHAIN
 from ditto_triton.protocol import FPS, SAMPLE_RATE
 from ditto_triton.streaming.audio import (
     OFFLINE_PAST_SAMPLES,
@@ -30,12 +31,12 @@ from ditto_triton.streaming.audio import (
 )
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.conditions import ConditionBuilder
-from ditto_triton.streaming.controls import FrameControls
+from ditto_triton.streaming.controls import ControlsError, FrameControls
 from ditto_triton.streaming.motion import MotionSettings, OfflineMotion, OnlineMotion
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.putback import PutBack
 from ditto_triton.streaming.stages import Stages, infer_chain
-from ditto_triton.streaming.stitch import FrameControl, MotionStitcher
+from ditto_triton.streaming.stitch import MotionStitcher, StitchOptions
 
 OFFLINE_MAX_SECONDS = 600  # offline mode keeps the whole clip's features until END
 
@@ -89,8 +90,16 @@ class StreamingSession:
         options: SessionOptions,
         render_size: int,
         silence: np.ndarray | None = None,
+        reference: AvatarFeatures | None = None,
     ) -> None:
+        """`reference`: the avatar `options.ch_avatar` names (Ditto's ch_info): its frame 0's motion,
+        shape and eye conditions condition the LMDM, and its scale over this avatar's weights the
+        driven expression and pose."""
+        if (reference is None) != (options.ch_avatar is None):
+            raise ValueError("give the reference avatar's features exactly when options.ch_avatar names one")
         self.options = options
+        self._reference = reference
+        conditioning = reference or avatar
         self._stages = stages
         online = options.mode == "online"
         settings = MotionSettings(
@@ -98,24 +107,28 @@ class StreamingSession:
             steps=options.sampling_steps,
             smooth_k=options.smooth_k,
             online=online,
-            fix_kp_cond=1
-            if online
-            else 0,  # Ditto's online cfg resets the condition each window; its code default does not
+            fix_kp_cond=options.fix_kp_cond,
+            fix_kp_cond_dims=options.fix_kp_cond_dim,
         )
         rng = np.random.default_rng(options.seed)
-        eye_open = avatar.eye_open if options.eye_open is None else np.asarray(options.eye_open, np.float32)
-        eye_ball = avatar.eye_ball if options.eye_ball is None else np.asarray(options.eye_ball, np.float32)
-        self.conditions = ConditionBuilder(options.emotion, eye_open, eye_ball, avatar.shape_condition)
+        eye_open = conditioning.eye_open if options.eye_open is None else np.asarray(options.eye_open, np.float32)
+        eye_ball = conditioning.eye_ball if options.eye_ball is None else np.asarray(options.eye_ball, np.float32)
+        emotion = options.emotion if options.emotion_array is None else np.asarray(options.emotion_array, np.float32)
+        self.conditions = ConditionBuilder(
+            emotion, eye_open, eye_ball, conditioning.shape_condition, options.eye_f0_mode
+        )
+        clip = options.v_min_max_for_clip
+        self._clip = None if clip is None else np.asarray(clip, np.float32)
         # functools.partial over the stages, not a bound method: the motion must not point back at the
         # session, or every ended session (frames, noise, avatar copies) waits for the cyclic GC.
         lmdm = functools.partial(lmdm_step, stages, options.guidance_weight)
         self._motion: OnlineMotion | OfflineMotion
         if online:
             silence = silence_features(stages, settings.overlap) if silence is None else silence[: settings.overlap]
-            self._motion = OnlineMotion(settings, lmdm, self.conditions, avatar.source_vector, silence, rng)
+            self._motion = OnlineMotion(settings, lmdm, self.conditions, conditioning.source_vector, silence, rng)
             self._chunker = AudioChunker()
         else:
-            self._motion = OfflineMotion(settings, lmdm, self.conditions, avatar.source_vector, rng)
+            self._motion = OfflineMotion(settings, lmdm, self.conditions, conditioning.source_vector, rng)
             self._chunker = AudioChunker(OFFLINE_PAST_SAMPLES)
         self._avatar = avatar
         self._stitcher: MotionStitcher | None = None
@@ -140,6 +153,12 @@ class StreamingSession:
 
     def add_controls(self, entries: list) -> None:
         """Per-frame controls (see `controls.parse_controls`) for frames not yet released."""
+        fading = [i for i, (_, fields) in enumerate(entries) if {"fade_alpha", "fade_out_keys"} & set(fields)]
+        if fading and not self.options.fade_type:
+            raise ControlsError(
+                f"controls[{fading[0]}]: fade_alpha moves nothing unless the session's fade_type is 'd0' or 's', "
+                "as in Ditto"
+            )
         self._controls.add(entries, self.rows_out)
         for frames, fields in entries:
             if "eye_open" in fields:
@@ -168,21 +187,26 @@ class StreamingSession:
         return self._release(self._motion.finish(self._encode(self._chunker.flush()), self.total_frames))
 
     def _release(self, rows: list[np.ndarray]) -> list[np.ndarray]:
-        rows = self._held + rows
+        rows = self._held + [self.clipped(r) for r in rows]
         keep = 0 if self.ended else min(self.options.fade_out, len(rows))
         out, self._held = rows[: len(rows) - keep], rows[len(rows) - keep :]
         self.rows_out += len(out)
         return out
 
-    def frame_control(self, index: int, consume: bool = True) -> FrameControl:
-        """The client's controls of frame `index` with the session's fade-in and fade-out applied."""
+    def clipped(self, row: np.ndarray) -> np.ndarray:
+        """A generated row clipped to `v_min_max_for_clip` (Ditto clips what it hands to the stitching)."""
+        return row if self._clip is None else np.clip(row, self._clip[0], self._clip[1])
+
+    def frame_control(self, index: int, consume: bool = True) -> dict:
+        """Frame `index`'s controls (Ditto's ctrl_info[index]) with the fade ramps of `setup_Nd`
+        written over them: fade_alpha i / fade_in at the start, falling to 0 over the last fade_out."""
         control, o = self._controls.get(index, consume), self.options
-        fade = control.fade
         if o.fade_in and index < o.fade_in:
-            fade = min(fade, index / o.fade_in)
-        if o.fade_out and self.ended and index >= self.total_frames - o.fade_out:
-            fade = min(fade, max(0, self.total_frames - 1 - index) / o.fade_out)
-        return control if fade == control.fade else dataclasses.replace(control, fade=fade)
+            control["fade_alpha"] = index / o.fade_in
+        last = self.total_frames - 1
+        if o.fade_out and self.ended and index >= last - o.fade_out:
+            control["fade_alpha"] = max((last - index) / o.fade_out, 0)
+        return control
 
     def render(self, row: np.ndarray) -> Frame:
         """Motion row -> stitched keypoints -> warp -> decode -> put-back."""
@@ -198,13 +222,17 @@ class StreamingSession:
         first = self.frames_rendered
         stitcher, avatar = self.stitcher, self._avatar
         sources = [avatar.source_index(first + k) for k in range(len(rows))]
-        pairs = [stitcher.keypoints(row, self.frame_control(first + k), sources[k]) for k, row in enumerate(rows)]
-        x_s = np.concatenate([p[0] for p in pairs])
-        x_d = np.concatenate([p[1] for p in pairs])
-        f_s = avatar.f_s if len(rows) == 1 and not avatar.is_video else avatar.f_s[sources]  # one row per frame
-        renders = infer_chain(self._stages, RENDER_CHAIN, {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d})[
-            "output"
+        pairs = [
+            stitcher.keypoints(row, self.frame_control(first + k), sources[k], first + k) for k, row in enumerate(rows)
         ]
+        x_s = np.concatenate([p[0] for p in pairs]).astype(np.float32)
+        x_d = np.concatenate([p[1] for p in pairs]).astype(np.float32)
+        f_s = avatar.f_s if len(rows) == 1 and not avatar.is_video else avatar.f_s[sources]  # one row per frame
+        inputs = {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d}
+        if self.options.flag_stitching:
+            renders = infer_chain(self._stages, RENDER_CHAIN, inputs)["output"]
+        else:
+            renders = run_chain(UNSTITCHED_CHAIN, self._stages.infer, inputs)["output"]
         self.frames_rendered += len(renders)
         return [RenderedCrop(first + k, render) for k, render in enumerate(renders)]
 
@@ -215,16 +243,35 @@ class StreamingSession:
             if self._motion.d0 is None:
                 raise RuntimeError("no motion generated yet")
             o = self.options
-            deltas = {"delta_pitch": o.delta_pitch, "delta_yaw": o.delta_yaw, "delta_roll": o.delta_roll}
+            weighted = bool(o.use_d_keys) and isinstance(o.use_d_keys[0], tuple)
+            settings = StitchOptions(
+                use_d_keys=dict(o.use_d_keys) if weighted else o.use_d_keys,
+                relative_d=o.relative_d,
+                drive_eye=o.drive_eye,
+                delta_eye_arr=None if o.delta_eye_arr is None else np.asarray(o.delta_eye_arr, np.float32),
+                delta_eye_open_n=o.delta_eye_open_n,
+                fade_type=o.fade_type,
+                fade_out_keys=o.fade_out_keys,
+                overall_ctrl_info=o.overall_ctrl_info,
+                scale_ratio=self._scale_ratio(),
+            )
             infos = [self._avatar.info_at(i) for i in range(self._avatar.frames)]
-            self._stitcher = MotionStitcher(infos, self._motion.d0, deltas, relative=o.relative)
+            frames = self.total_frames if o.mode == "offline" else -1  # online the clip's length is unknown
+            d0 = self.clipped(self._motion.d0)
+            self._stitcher = MotionStitcher(infos, d0, settings, random.Random(o.seed), frames)
         return self._stitcher
+
+    def _scale_ratio(self) -> float:
+        """Ditto's ch_info scale ratio: the reference's frame-0 scale over this avatar's."""
+        if self._reference is None:
+            return 1.0
+        return self._reference.info["scale"].item() / self._avatar.info["scale"].item()
 
     def driving_info(self, index: int, row: np.ndarray) -> dict[str, np.ndarray]:
         """What frame `index` (motion `row`) drives, controls and fades applied (for inspection and tests;
         peeks at the frame's controls without consuming them)."""
         return self.stitcher.driving_info(
-            row, self.frame_control(index, consume=False), self._avatar.source_index(index)
+            row, self.frame_control(index, consume=False), self._avatar.source_index(index), index
         )
 
     def compose(self, crop: RenderedCrop) -> Frame:

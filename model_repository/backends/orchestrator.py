@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ditto_triton.avatar.cache import check_avatar_id
 from ditto_triton.model_repository.backends.bls_stages import BlsStages, StageCallError, bls_infer
 from ditto_triton.model_repository.backends.metrics import PrometheusSink
 from ditto_triton.model_repository.backends.requests import (
@@ -137,7 +138,10 @@ class TritonPythonModel:
         options = SessionOptions.from_json(optional_text(request, "options"))
         self._register_carried_avatar(request, avatar_id)
         avatar = self._avatar(avatar_id)
-        session = StreamingSession(avatar, self.stages, options, self.profile.render_size, self._silence_features())
+        reference = None if options.ch_avatar is None else self._avatar(check_avatar_id(options.ch_avatar))
+        session = StreamingSession(
+            avatar, self.stages, options, self.profile.render_size, self._silence_features(), reference
+        )
         fmt, quality = options.output_format, options.jpeg_quality
         runner = PipelinedSession(
             session,
