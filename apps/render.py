@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--video", type=Path, help="a short video of the face (MP4/MOV/WebM/MKV/AVI) to animate instead of a photo"
     )
     source.add_argument("--avatar", type=Path, help="an avatar file written by ditto-register (.npz)")
-    p.add_argument("--audio", type=Path, required=True, help="speech (WAV/FLAC/OGG/MP3, any rate, mono or stereo)")
+    p.add_argument(
+        "--audio", type=Path, help="speech (WAV/FLAC/OGG/MP3, any rate, mono or stereo); optional with --motion-in"
+    )
+    p.add_argument("--motion-out", type=Path, help="also save the session's motion (.npz) to render again")
+    p.add_argument("--motion-in", type=Path, help="render a saved motion (.npz from --motion-out): no audio, no LMDM")
     p.add_argument("--out", type=Path, required=True, help="output .mp4")
     add_server_arguments(p)
     p.add_argument("--live", action="store_true", help="send audio paced in real time (default: as fast as possible)")
@@ -151,15 +155,30 @@ def _register(client: DittoClient, args: argparse.Namespace, from_cfg: dict) -> 
     return client.register_avatar(args.image.read_bytes(), registration)
 
 
+def _frame_stream(client: DittoClient, args: argparse.Namespace, avatar: str, audio16: np.ndarray, options: dict):
+    """(frames as they arrive, how many to expect, the options sent): from the audio, or with
+    --motion-in from a motion file (its options and controls, overridden by explicit flags)."""
+    if args.motion_in:
+        from ditto_triton.client.motion_file import MotionFile
+
+        motion = MotionFile.load(args.motion_in)
+        replay = motion.replay_options(**options)
+        return client.stream_motion(avatar, motion.motion, replay, motion.replay_controls()), motion.frames, replay
+    if args.motion_out:
+        options = {**options, "return_motion": True}
+    controls = json.loads(args.controls.read_text()) if args.controls else None
+    frames = client.stream(avatar, audio16, options, realtime=args.live, controls=controls)
+    return frames, -(-audio16.size // 640), options
+
+
 def render(args: argparse.Namespace, url: str, console: Console, audio16: np.ndarray) -> dict:
-    original, rate = sf.read(str(args.audio), dtype="float32", always_2d=False)
-    expected = -(-audio16.size // 640)
+    original, rate = sf.read(str(args.audio), dtype="float32", always_2d=False) if args.audio else (None, SAMPLE_RATE)
     with DittoClient(url, timeout_s=args.timeout) as client:
         cfg_session, cfg_registration = _cfg_options(args, console)
         avatar = _register(client, args, cfg_registration)
         console.print(f"avatar {avatar}: registration {client.registration(avatar)!r}")
         options = {**cfg_session, **_pick(args, SESSION_FLAGS), **_generic_options(args.option)}
-        controls = json.loads(args.controls.read_text()) if args.controls else None
+        stream, expected, options = _frame_stream(client, args, avatar, audio16, options)
         writer = Mp4Writer(args.out, original, rate)
         frames: list[ReceivedFrame] = []
         sheet: list[np.ndarray] = []
@@ -170,9 +189,11 @@ def render(args: argparse.Namespace, url: str, console: Console, audio16: np.nda
         ) as bar:
             task = bar.add_task("frames", total=expected)
             try:
-                for frame in client.stream(avatar, audio16, options, realtime=args.live, controls=controls):
+                for frame in stream:
                     writer.add(frame.rgb)
-                    frames.append(ReceivedFrame(frame.index, frame.pts_s, np.empty(0), frame.received_s))
+                    frames.append(
+                        ReceivedFrame(frame.index, frame.pts_s, np.empty(0), frame.received_s, b"", frame.motion)
+                    )
                     if frame.index % stride == 0:
                         sheet.append(frame.rgb)
                     bar.advance(task)
@@ -181,6 +202,11 @@ def render(args: argparse.Namespace, url: str, console: Console, audio16: np.nda
     if not frames:
         args.out.unlink(missing_ok=True)
         raise RuntimeError(f"the server sent no frames; {args.out} was not written")
+    if args.motion_out:
+        from ditto_triton.client.motion_file import motion_file_from
+
+        motion_file_from([f.motion for f in frames], options).save(args.motion_out)
+        console.print(f"motion: {args.motion_out} ({len(frames)} frames)")
     if args.contact_sheet and sheet:
         args.contact_sheet.parent.mkdir(parents=True, exist_ok=True)
         contact_sheet(sheet).save(args.contact_sheet)
@@ -198,12 +224,16 @@ def render(args: argparse.Namespace, url: str, console: Console, audio16: np.nda
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)  # one summary line, never wrapped mid-number
-    for path in (args.image or args.video or args.avatar, args.audio):
-        if not path.is_file():
+    if args.audio is None and args.motion_in is None:
+        console.print("error: give --audio (or --motion-in to render a saved motion)")
+        return 2
+    for path in (args.image or args.video or args.avatar, args.audio, args.motion_in):
+        if path is not None and not path.is_file():
             console.print(f"error: {path}: no such file")
             return 2
     try:
-        audio16 = load_audio(args.audio)  # before a server starts: an unusable file fails at once
+        # before a server starts: an unusable file fails at once
+        audio16 = load_audio(args.audio) if args.audio else np.zeros(0, np.float32)
         with server_url(args, console) as url:
             summary = render(args, url, console, audio16)
     except (DittoClientError, ValueError, TimeoutError, RuntimeError) as exc:

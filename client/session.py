@@ -30,6 +30,7 @@ from ditto_triton.protocol import (
     AVATAR_REGISTRY,
     BUSY,
     CHUNK_SAMPLES,
+    MOTION_DIM,
     ORCHESTRATOR,
     ORCHESTRATOR_INPUTS,
     SAMPLE_RATE,
@@ -37,6 +38,7 @@ from ditto_triton.protocol import (
     tensor,
 )
 
+MOTION_OUTPUTS = {"row": "motion", "x_s": "kp_source", "x_d": "kp_driving", "d0": "motion_d0"}  # record key -> output
 REMEMBERED_AVATARS = 16  # avatar sources a client keeps to send with START
 _AUDIO_INPUTS = {
     np.dtype(np.float32): tensor(ORCHESTRATOR_INPUTS, "audio"),
@@ -110,6 +112,16 @@ class ReceivedFrame:
     rgb: np.ndarray  # (H, W, 3) uint8 (empty when the session keeps JPEG frames encoded)
     received_s: float  # time.perf_counter() when it arrived
     encoded: bytes = b""  # the JPEG as sent, with output_format "jpeg" and decode=False
+    motion: dict | None = None  # with return_motion: row, x_s, x_d, d0 (arrays) and controls (dict)
+
+
+def _motion_of(result) -> dict | None:
+    """The frame's motion record when the session returns motion (option return_motion)."""
+    if result.as_numpy("motion") is None:
+        return None
+    record = {name: result.as_numpy(out)[0] for name, out in MOTION_OUTPUTS.items()}
+    record["controls"] = json.loads(result.as_numpy("frame_controls").reshape(-1)[0].decode())
+    return record
 
 
 def _bytes_input(name: str, value: bytes, batched: bool) -> grpcclient.InferInput:
@@ -172,12 +184,23 @@ class StreamSession:
     def end(self, audio: np.ndarray | None = None, controls: list[dict] | None = None) -> None:
         self._send(audio, end=True, controls=controls)
 
-    def _send(self, audio: np.ndarray | None, end: bool, controls: list[dict] | None = None) -> None:
+    def send_motion(self, rows: np.ndarray, controls: list[dict] | None = None, end: bool = False) -> None:
+        """A motion session's (n, 265) rows (options with motion_d0), instead of audio."""
+        rows = np.ascontiguousarray(np.asarray(rows, np.float32).reshape(1, -1, MOTION_DIM))
+        self._send(None, end=end, controls=controls, motion=rows)
+
+    def _send(
+        self, audio: np.ndarray | None, end: bool, controls: list[dict] | None = None, motion: np.ndarray | None = None
+    ) -> None:
         with self._lock:
             if self._ended:
                 raise ValueError("this session has already ended")
             start = self._sent == 0
             inputs = []
+            if motion is not None and motion.size:
+                motion_input = grpcclient.InferInput("motion", list(motion.shape), "FP32")
+                motion_input.set_data_from_numpy(motion)
+                inputs.append(motion_input)
             if audio is not None and np.asarray(audio).size:
                 audio = np.asarray(audio)
                 if audio.dtype not in _AUDIO_INPUTS:
@@ -235,7 +258,7 @@ class StreamSession:
                 rgb = data.reshape(shape)
             index = int(result.as_numpy("frame_index").reshape(-1)[0])
             pts = float(result.as_numpy("pts_s").reshape(-1)[0])
-            self._events.put(("frame", ReceivedFrame(index, pts, rgb, now, encoded)))
+            self._events.put(("frame", ReceivedFrame(index, pts, rgb, now, encoded, _motion_of(result))))
         final = response.parameters.get("triton_final_response")
         if final is not None and final.bool_param:
             self._events.put(("final", None))
@@ -505,6 +528,23 @@ class DittoClient:
                 return
             failure.append(exc)
             session._events.put(("error", f"sending audio failed: {exc}"))
+
+    def stream_motion(
+        self,
+        avatar_id: str,
+        rows: np.ndarray,
+        options: dict | None = None,
+        controls: list[dict] | None = None,
+        chunk_rows: int = 25,
+    ) -> Iterator[ReceivedFrame]:
+        """Render (n, 265) saved motion rows (a motion file's) without audio or LMDM; `options` must
+        carry motion_d0 (`MotionFile.replay_options()`). Yields the frames as they arrive."""
+        rows = np.asarray(rows, np.float32)
+        with self.open_session(avatar_id, options) as session:
+            for start in range(0, rows.shape[0], chunk_rows):
+                last = start + chunk_rows >= rows.shape[0]
+                session.send_motion(rows[start : start + chunk_rows], controls if start == 0 else None, end=last)
+            yield from session.frames()
 
     def render(
         self,

@@ -28,6 +28,9 @@ class Tensor:
     doc: str = ""
 
 
+MOTION_DIM = 265  # Ditto's motion row: scale, pitch/yaw/roll bins, t, exp (reference §4.1)
+
+
 def _text(name: str, doc: str) -> Tensor:
     return Tensor(name, "BYTES", (1,), optional=True, doc=doc)
 
@@ -42,6 +45,7 @@ ORCHESTRATOR_INPUTS = (
     _text("avatar_id", "START only: the registered avatar"),
     _text("options", "START only: session options (JSON)"),
     _text("controls", "per-frame controls (JSON list)"),
+    Tensor("motion", "FP32", (-1, MOTION_DIM), optional=True, doc="a motion session's rows (option motion_d0)"),
     _text("avatar_image", "START only: the avatar's photo, so that any replica can open the session"),
     _text("avatar_video", "START only: or its video"),
     _text("avatar_options", "START only: the avatar's registration options (JSON)"),
@@ -53,6 +57,11 @@ ORCHESTRATOR_OUTPUTS = (
     Tensor("frame_shape", "INT32", (3,), doc="H, W, 3"),
     Tensor("frame_index", "INT64", (1,)),
     Tensor("pts_s", "FP64", (1,), doc="presentation time from the start of the audio"),
+    Tensor("motion", "FP32", (MOTION_DIM,), doc="with return_motion: the frame's generated motion row"),
+    Tensor("kp_source", "FP32", (21, 3), doc="with return_motion: source keypoints"),
+    Tensor("kp_driving", "FP32", (21, 3), doc="with return_motion: driving keypoints after stitching"),
+    Tensor("motion_d0", "FP32", (MOTION_DIM,), doc="with return_motion: the session's d0"),
+    Tensor("frame_controls", "BYTES", (1,), doc="with return_motion: the controls applied (JSON)"),
 )
 
 # Registers a photo or video once; looks a registered avatar up by id. One output row per source frame.

@@ -203,3 +203,42 @@ def test_a_reference_character_conditions_the_motion_and_scales_it(
     ratio = mirrored_avatar.info["scale"].item() / photo_avatar.info["scale"].item()
     assert ratio != 1.0
     assert session.stitcher.use_d_keys == {"exp": ratio, "pitch": ratio, "yaw": ratio, "roll": ratio, "t": 1.0}
+
+
+def test_a_motion_file_renders_back_to_the_same_frames(recording_stages, photo_avatar, speech16k, tmp_path):
+    """return_motion records each frame's row, keypoints and controls; a motion session (motion_d0)
+    renders the saved rows without audio or LMDM into the same frames."""
+    import json
+
+    from ditto_triton.client.motion_file import MotionFile, motion_file_from
+    from ditto_triton.streaming.controls import parse_controls
+    from ditto_triton.streaming.reference import render_audio
+    from ditto_triton.streaming.session import PipelinedSession
+
+    audio = speech16k[: 40 * 640]
+    options = {"return_motion": True, "vad_alpha": 0.7}
+    controls = [{"from": 5, "to": 9, "delta_yaw": 10.0}]
+    original = render_audio(
+        recording_stages, photo_avatar, audio, TINY.render_size, SessionOptions.from_dict(options),
+        controls=parse_controls(json.dumps(controls)),
+    )  # fmt: skip
+    motion_file_from([f.motion for f in original], options).save(tmp_path / "m.npz")
+    saved = MotionFile.load(tmp_path / "m.npz")
+    assert saved.frames == 40 and saved.controls[6]["delta_yaw"] == 10.0
+    replay = StreamingSession(
+        photo_avatar, recording_stages, SessionOptions.from_dict(saved.replay_options(return_motion=True)),
+        TINY.render_size,
+    )  # fmt: skip
+    frames, done = [], []
+    runner = PipelinedSession(
+        replay, lambda f, t: frames.append(f), lambda t: done.append(t), lambda t, e: done.append(e)
+    )
+    runner.submit_motion(saved.motion[:10], "first", parse_controls(json.dumps(saved.replay_controls())))
+    for start in range(10, 40, 10):
+        runner.submit_motion(saved.motion[start : start + 10], start)
+    runner.submit_end("end")
+    runner.close(timeout=120)
+    assert len(frames) == 40 and all(np.array_equal(a.rgb, b.rgb) for a, b in zip(frames, original))
+    np.testing.assert_array_equal(np.stack([f.motion.x_d for f in frames]), saved.x_d)
+    with pytest.raises(Exception, match="takes motion rows, not audio"):
+        replay.feed(audio)

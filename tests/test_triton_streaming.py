@@ -325,3 +325,26 @@ def test_video_avatar_through_the_server_equals_in_process(server, client, portr
     assert client.register_avatar(portrait, CROP) != avatar
     with pytest.raises(ServerError, match="not a supported video"):
         client.register_video(portrait, CROP)
+
+
+def test_motion_out_and_motion_in_through_the_server(client, portrait, speech16k, server, samples_dir, tmp_path):
+    from ditto_triton.apps import render as render_cli
+    from ditto_triton.client.motion_file import MotionFile, motion_file_from
+
+    avatar = client.register_avatar(portrait, CROP)
+    options = {"return_motion": True, "output_max_size": 256, "delta_eye_arr": [[0.0] * 63] * 3, "delta_eye_open_n": 5}
+    original = list(client.stream(avatar, speech16k[: 30 * 640], options))
+    assert all(f.motion is not None and f.motion["x_d"].shape == (21, 3) for f in original)
+    saved = motion_file_from([f.motion for f in original], options)
+    replayed = list(client.stream_motion(avatar, saved.motion, saved.replay_options(), saved.replay_controls(), 10))
+    assert len(replayed) == 30 and all(np.array_equal(a.rgb, b.rgb) for a, b in zip(original, replayed))
+    with pytest.raises(ServerError, match="takes motion rows, not audio"):
+        list(client.stream(avatar, speech16k[:3200], saved.replay_options()))
+    out, motion, again = tmp_path / "a.mp4", tmp_path / "m.npz", tmp_path / "b.mp4"
+    image, audio = tmp_path / "face.jpg", samples_dir / "ditto_example_audio.wav"
+    image.write_bytes(portrait)
+    common = ["--image", str(image), "--url", server.grpc_url, "--max-size", "512"]
+    assert render_cli.main([*common, "--audio", str(audio), "--out", str(out), "--motion-out", str(motion)]) == 0
+    assert MotionFile.load(motion).frames == -(-speech16k.size // 640)
+    assert render_cli.main([*common, "--motion-in", str(motion), "--out", str(again)]) == 0
+    assert again.stat().st_size > 0

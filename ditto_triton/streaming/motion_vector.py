@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ditto_triton import protocol
+
 MOTION_KEYS = ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")  # motion extractor output order
 VECTOR_SLICES = {
     "scale": slice(0, 1),
@@ -17,7 +19,7 @@ VECTOR_SLICES = {
     "t": slice(199, 202),
     "exp": slice(202, 265),
 }
-MOTION_DIM = 265
+MOTION_DIM = protocol.MOTION_DIM
 POSE_DIMS = 202  # [0:202] = scale, pose, t: the smoothed / carried part
 
 

@@ -115,6 +115,8 @@ class SessionOptions:
     delta_exp: tuple[float, ...] | None = None  # 63 numbers added to the expression
     fade_in: int = 0  # frames of fade_alpha rising 0 -> 1 at the start (needs fade_type)
     fade_out: int = 0  # frames of fade_alpha falling to 0 at the end (needs fade_type; delays frames by as many)
+    return_motion: bool = False  # each frame also carries its motion row, keypoints and controls (motion files)
+    motion_d0: tuple[float, ...] | None = None  # a motion session: rows are sent instead of audio, d0 is this
     output_format: str = "rgb"
     jpeg_quality: int = 90
     output_max_size: int = 0  # long side of the output frames in pixels; 0 keeps the registered photo's size
@@ -160,6 +162,7 @@ class SessionOptions:
         "fade_type": _choice("fade_type", ov.FADE_TYPES),
         "fade_out_keys": ov.fade_out_keys,
         "delta_exp": ov.delta_exp,
+        "motion_d0": lambda v: ov.number_list("motion_d0", v, 265),
         "output_format": _choice("output_format", OUTPUT_FORMATS),
     }
 

@@ -33,6 +33,7 @@ from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.conditions import ConditionBuilder
 from ditto_triton.streaming.controls import ControlsError, FrameControls
 from ditto_triton.streaming.motion import MotionSettings, OfflineMotion, OnlineMotion
+from ditto_triton.streaming.motion_vector import MOTION_DIM
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.putback import PutBack
 from ditto_triton.streaming.stages import Stages, infer_chain
@@ -46,10 +47,23 @@ class OfflineClipTooLong(ValueError):
 
 
 @dataclass(frozen=True)
+class MotionRecord:
+    """What drove one frame: the generated row (Ditto's 265-d layout, clipped), the keypoints after
+    stitching, and the per-frame controls applied (the session's fade ramps included)."""
+
+    row: np.ndarray  # (265,)
+    x_s: np.ndarray  # (21, 3)
+    x_d: np.ndarray  # (21, 3)
+    controls: dict
+    d0: np.ndarray  # (265,) the session's relative-motion reference (a replay needs it)
+
+
+@dataclass(frozen=True)
 class Frame:
     index: int
     pts_s: float  # presentation time from the start of the audio
     rgb: np.ndarray  # (H, W, 3) uint8
+    motion: MotionRecord | None = None  # with the session option return_motion
 
     def encode(self, fmt: str, quality: int = 90) -> bytes:
         if fmt == "rgb":
@@ -63,6 +77,7 @@ class Frame:
 class RenderedCrop:
     index: int
     render: np.ndarray  # (3, S, S) float32 in [0, 1], the decoder's output
+    motion: MotionRecord | None = None
 
 
 def silence_features(stages: Stages, rows: int) -> np.ndarray:
@@ -138,6 +153,7 @@ class StreamingSession:
         self._putback = None if avatar.is_video else self._make_putback(0)
         self._controls = FrameControls()
         self._held: list[np.ndarray] = []  # the last fade_out rows, released once the end is known
+        self._motion_rows = 0  # rows received by a motion session
         self.rows_out = 0
         self.frames_rendered = 0
         self.ended = False
@@ -149,6 +165,8 @@ class StreamingSession:
 
     @property
     def total_frames(self) -> int:
+        if self.options.motion_d0 is not None:
+            return self._motion_rows
         return frames_for_samples(self._chunker.total_samples)
 
     def add_controls(self, entries: list) -> None:
@@ -166,6 +184,8 @@ class StreamingSession:
 
     def feed(self, samples: np.ndarray) -> list[np.ndarray]:
         """Add 16 kHz mono float32 samples; return the motion rows now ready to render."""
+        if self.options.motion_d0 is not None:
+            raise ControlsError("a motion session (option motion_d0) takes motion rows, not audio")
         if self.ended:
             raise RuntimeError("audio after the end of the session")
         if (
@@ -178,12 +198,25 @@ class StreamingSession:
             )
         return self._release(self._motion.push(self._encode(self._chunker.push(samples))))
 
+    def feed_motion(self, rows: np.ndarray) -> list[np.ndarray]:
+        """A motion session (option `motion_d0`): (n, 265) rows of a saved motion, rendered as they are
+        (no audio, no LMDM); returns them as ready to render."""
+        if self.options.motion_d0 is None:
+            raise ControlsError("this session streams audio; open it with the option motion_d0 to send motion")
+        if self.ended:
+            raise RuntimeError("motion after the end of the session")
+        rows = np.asarray(rows, np.float32).reshape(-1, MOTION_DIM)
+        self._motion_rows += rows.shape[0]
+        return self._release(list(rows))
+
     def end(self) -> list[np.ndarray]:
         """Flush the tail; returns the last motion rows. The session then has produced exactly
         ceil(samples / 640) rows in all."""
         if self.ended:
             return []
         self.ended = True
+        if self.options.motion_d0 is not None:
+            return self._release([])
         return self._release(self._motion.finish(self._encode(self._chunker.flush()), self.total_frames))
 
     def _release(self, rows: list[np.ndarray]) -> list[np.ndarray]:
@@ -222,25 +255,31 @@ class StreamingSession:
         first = self.frames_rendered
         stitcher, avatar = self.stitcher, self._avatar
         sources = [avatar.source_index(first + k) for k in range(len(rows))]
-        pairs = [
-            stitcher.keypoints(row, self.frame_control(first + k), sources[k], first + k) for k, row in enumerate(rows)
-        ]
+        controls = [self.frame_control(first + k) for k in range(len(rows))]
+        pairs = [stitcher.keypoints(row, controls[k], sources[k], first + k) for k, row in enumerate(rows)]
         x_s = np.concatenate([p[0] for p in pairs]).astype(np.float32)
         x_d = np.concatenate([p[1] for p in pairs]).astype(np.float32)
         f_s = avatar.f_s if len(rows) == 1 and not avatar.is_video else avatar.f_s[sources]  # one row per frame
         inputs = {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d}
         if self.options.flag_stitching:
-            renders = infer_chain(self._stages, RENDER_CHAIN, inputs)["output"]
+            out = infer_chain(self._stages, RENDER_CHAIN, inputs)
+            x_d = out["kp_driving_stitched"]
         else:
-            renders = run_chain(UNSTITCHED_CHAIN, self._stages.infer, inputs)["output"]
+            out = run_chain(UNSTITCHED_CHAIN, self._stages.infer, inputs)
+        renders = out["output"]
         self.frames_rendered += len(renders)
-        return [RenderedCrop(first + k, render) for k, render in enumerate(renders)]
+        records = [None] * len(rows)
+        if self.options.return_motion:
+            d0 = self.stitcher.d0_vector
+            records = [MotionRecord(rows[k], x_s[k], x_d[k], controls[k], d0) for k in range(len(rows))]
+        return [RenderedCrop(first + k, render, records[k]) for k, render in enumerate(renders)]
 
     @property
     def stitcher(self) -> MotionStitcher:
         """Motion rows -> keypoints; made once the first window has fixed d0."""
         if self._stitcher is None:
-            if self._motion.d0 is None:
+            d0 = self._motion.d0 if self.options.motion_d0 is None else np.asarray(self.options.motion_d0, np.float32)
+            if d0 is None:
                 raise RuntimeError("no motion generated yet")
             o = self.options
             weighted = bool(o.use_d_keys) and isinstance(o.use_d_keys[0], tuple)
@@ -257,7 +296,7 @@ class StreamingSession:
             )
             infos = [self._avatar.info_at(i) for i in range(self._avatar.frames)]
             frames = self.total_frames if o.mode == "offline" else -1  # online the clip's length is unknown
-            d0 = self.clipped(self._motion.d0)
+            d0 = self.clipped(d0)
             self._stitcher = MotionStitcher(infos, d0, settings, random.Random(o.seed), frames)
         return self._stitcher
 
@@ -277,7 +316,7 @@ class StreamingSession:
     def compose(self, crop: RenderedCrop) -> Frame:
         """Paste a rendered crop back into its source frame (feathered)."""
         putback = self._putback or self._make_putback(self._avatar.source_index(crop.index))
-        return Frame(index=crop.index, pts_s=crop.index / FPS, rgb=putback(crop.render))
+        return Frame(index=crop.index, pts_s=crop.index / FPS, rgb=putback(crop.render), motion=crop.motion)
 
     def _make_putback(self, source: int) -> PutBack:
         a = self._avatar
@@ -361,8 +400,13 @@ class PipelinedSession:
         """Audio (and the per-frame controls sent with it, applied before the audio is fed)."""
         self._audio.put(("audio", (samples, controls), tag))
 
+    def submit_motion(self, rows: np.ndarray, tag: Any, controls: list | None = None) -> None:
+        """(n, 265) motion rows of a motion session (`StreamingSession.feed_motion`), with their controls."""
+        self._audio.put(("audio", (np.asarray(rows, np.float32).reshape(-1, MOTION_DIM), controls), tag))
+
     def submit_end(self, tag: Any, samples: np.ndarray | None = None, controls: list | None = None) -> None:
-        """The last item: optional final audio, then the flush; its frames all go to `tag`."""
+        """The last item: optional final audio (or (n, 265) motion rows), then the flush; its frames all
+        go to `tag`."""
         self._audio.put(("end", (samples, controls), tag))
 
     def stop(self) -> None:
@@ -393,7 +437,8 @@ class PipelinedSession:
                 try:
                     if controls:
                         self.session.add_controls(controls)
-                    rows = self.session.feed(samples) if samples is not None and samples.size else []
+                    feed = self.session.feed_motion if samples is not None and samples.ndim == 2 else self.session.feed
+                    rows = feed(samples) if samples is not None and samples.size else []
                     if kind == "end":
                         rows = rows + self.session.end()
                 except BaseException as exc:  # noqa: BLE001 - reported to the client, session stops

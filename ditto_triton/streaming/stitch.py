@@ -192,6 +192,7 @@ class MotionStitcher:
         self.drive_eye = (not self.video) if options.drive_eye is None else options.drive_eye
         self.scripted = self.drive_eye and options.delta_eye_arr is not None
         self._a1, self._a2, self._a3 = _exp_masks(self.drive_eye, self.scripted)
+        self.d0_vector = None if d0_vector is None else np.asarray(d0_vector, np.float32)  # (265,)
         self.d0 = vector_to_info(d0_vector) if options.relative_d and d0_vector is not None else None
         self._rng = rng or random.Random(0)
         self.set_frames(frames)

@@ -121,6 +121,11 @@ class TritonPythonModel:
                 raise RequestError("avatar_id, options and the avatar image/video are only read on the START request")
             live = self.sessions.get(corrid)
         controls = parse_controls(optional_text(request, "controls"))
+        motion = optional(request, "motion")
+        if motion is not None:
+            if audio is not None and audio.size:
+                raise RequestError("send 'audio' or 'motion' in a request, not both")
+            audio = motion.reshape(-1, motion.shape[-1])  # the session feeds 2-D rows as motion
         if end:
             live.ending = True
             live.runner.submit_end(tag=(sender, corrid, True), samples=audio, controls=controls)
@@ -213,10 +218,24 @@ class TritonPythonModel:
                     pb_utils.Tensor("frame_shape", np.array([frame.rgb.shape], np.int32)),
                     pb_utils.Tensor("frame_index", np.array([[frame.index]], np.int64)),
                     pb_utils.Tensor("pts_s", np.array([[frame.pts_s]], np.float64)),
+                    *self._motion_tensors(frame),
                 ]
             )
         )
         self.metrics.frame_sent(corrid, frame.pts_s, sent_s)
+
+    @staticmethod
+    def _motion_tensors(frame: Frame) -> list:
+        m = frame.motion
+        if m is None:
+            return []
+        return [
+            pb_utils.Tensor("motion", np.asarray(m.row, np.float32)[None]),
+            pb_utils.Tensor("kp_source", np.asarray(m.x_s, np.float32)[None]),
+            pb_utils.Tensor("kp_driving", np.asarray(m.x_d, np.float32)[None]),
+            pb_utils.Tensor("motion_d0", np.asarray(m.d0, np.float32)[None]),
+            pb_utils.Tensor("frame_controls", np.array([[json.dumps(m.controls).encode()]], dtype=object)),
+        ]
 
     def _close_request(self, tag: tuple) -> None:
         sender, corrid, is_end = tag
