@@ -12,7 +12,7 @@ from ditto_triton.chains import Chain, ChainStep
 RENDER_CHAIN = Chain(
     name="render_chain",
     inputs=("feature_3d", "kp_source", "kp_driving"),
-    outputs=("output", "kp_driving_stitched"),  # the stitched keypoints too: a session may record them
+    outputs=("output",),
     steps=(
         ChainStep(
             "stitch_network", {"kp_source": "kp_source", "kp_driving": "kp_driving"}, {"out": "kp_driving_stitched"}
@@ -31,7 +31,7 @@ RENDER_CHAIN = Chain(
 UNSTITCHED_CHAIN = Chain(
     name="render_chain_unstitched",
     inputs=RENDER_CHAIN.inputs,
-    outputs=("output",),
+    outputs=RENDER_CHAIN.outputs,
     steps=(
         ChainStep(
             "warp_network",

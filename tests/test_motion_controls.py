@@ -242,3 +242,11 @@ def test_a_motion_file_renders_back_to_the_same_frames(recording_stages, photo_a
     np.testing.assert_array_equal(np.stack([f.motion.x_d for f in frames]), saved.x_d)
     with pytest.raises(Exception, match="takes motion rows, not audio"):
         replay.feed(audio)
+
+
+def test_delta_exp_adds_to_the_expression(recording_stages, photo_avatar, speech):
+    base, rows = run(recording_stages, photo_avatar, speech[: 20 * 640])
+    shifted, _ = run(recording_stages, photo_avatar, speech[: 20 * 640], delta_exp=[0.01] * 63)
+    for i in (0, 15):
+        diff = shifted.driving_info(i, rows[i])["exp"] - base.driving_info(i, rows[i])["exp"]
+        np.testing.assert_allclose(np.delete(diff.reshape(-1), GAZE_EXP), 0.01, atol=1e-6)

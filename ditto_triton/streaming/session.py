@@ -262,14 +262,14 @@ class StreamingSession:
         f_s = avatar.f_s if len(rows) == 1 and not avatar.is_video else avatar.f_s[sources]  # one row per frame
         inputs = {"feature_3d": f_s, "kp_source": x_s, "kp_driving": x_d}
         if self.options.flag_stitching:
-            out = infer_chain(self._stages, RENDER_CHAIN, inputs)
-            x_d = out["kp_driving_stitched"]
+            renders = infer_chain(self._stages, RENDER_CHAIN, inputs)["output"]
         else:
-            out = run_chain(UNSTITCHED_CHAIN, self._stages.infer, inputs)
-        renders = out["output"]
+            renders = run_chain(UNSTITCHED_CHAIN, self._stages.infer, inputs)["output"]
         self.frames_rendered += len(renders)
         records = [None] * len(rows)
         if self.options.return_motion:
+            if self.options.flag_stitching:  # the stitched keypoints the ensemble used (one more stage call)
+                x_d = self._stages.infer("stitch_network", {"kp_source": x_s, "kp_driving": x_d})["out"]
             d0 = self.stitcher.d0_vector
             records = [MotionRecord(rows[k], x_s[k], x_d[k], controls[k], d0) for k in range(len(rows))]
         return [RenderedCrop(first + k, render, records[k]) for k, render in enumerate(renders)]
