@@ -10,15 +10,14 @@ arrays (no pickle), versioned like avatar files.
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ditto_triton.npz_files import read_npz
 from ditto_triton.protocol import FPS, MOTION_DIM, BadRequest
 
 FORMAT = "ditto-triton-motion"
@@ -71,12 +70,7 @@ class MotionFile:
 
     @classmethod
     def load(cls, data: bytes | Path) -> MotionFile:
-        try:
-            source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else Path(data)
-            with np.load(source, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise MotionFileError(f"not a motion file (an .npz written by ditto-render --motion-out): {exc}") from None
+        arrays = read_npz(data, MotionFileError, "a motion file (an .npz written by ditto-render --motion-out)")
         if str(arrays.get("format", "")) != FORMAT or sorted(arrays) != sorted(KEYS):
             raise MotionFileError(f"not a motion file: expected the keys {list(KEYS)}, format {FORMAT!r}")
         if int(arrays["version"]) != VERSION:

@@ -13,8 +13,6 @@ cannot use is an `AvatarFileError` naming it.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 
 from ditto_triton.avatar.errors import AvatarError
 from ditto_triton.face_models import REGISTRATIONS
+from ditto_triton.npz_files import read_npz
 from ditto_triton.profiles import Profile
 from ditto_triton.streaming.avatar_features import SOURCE_SMOOTH_K, AvatarFeatures, features_from_extractors
 from ditto_triton.streaming.motion_vector import MOTION_KEYS
@@ -91,12 +90,7 @@ class RegisteredAvatar:
     @classmethod
     def load(cls, data: bytes | Path, profile: Profile) -> RegisteredAvatar:
         """Read and check a file (its bytes or its path) against the serving profile."""
-        try:
-            source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else Path(data)
-            with np.load(source, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise AvatarFileError(f"not an avatar file (an .npz written by ditto-register): {exc}") from None
+        arrays = read_npz(data, AvatarFileError, "an avatar file (an .npz written by ditto-register)")
         _check_keys(arrays)
         _check_meta(arrays, profile)
         _check_frames(arrays, profile)
