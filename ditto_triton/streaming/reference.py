@@ -13,7 +13,7 @@ from ditto_triton.profiles import PROFILES, Profile
 from ditto_triton.streaming.audio import HOP_SAMPLES
 from ditto_triton.streaming.avatar_features import AvatarFeatures, run_extractors
 from ditto_triton.streaming.options import SessionOptions
-from ditto_triton.streaming.registered_avatar import RegisteredAvatar
+from ditto_triton.streaming.registered_avatar import RegisteredAvatar, register_source
 from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession
 from ditto_triton.streaming.stages import Stages
 
@@ -29,21 +29,10 @@ def registered_avatar(
     """Registration as the server's registry does it: the face found and cropped (with `faces`, a
     `DittoFaces`, through Ditto's face models; else MediaPipe), the eye features, both extractors.
     `data` is an encoded photo, or a video with `video`."""
-    from ditto_triton.avatar.source import (
-        CropOptions,
-        prepare_source,
-        prepare_video_sources,
-        registration_of,
-        stack_sources,
-    )
+    from ditto_triton.avatar.source import CropOptions
 
     options = CropOptions.from_dict(crop_options or {})
-    sources = prepare_video_sources(data, options, faces) if video else [prepare_source(data, options, faces)]
-    stacked = stack_sources(sources, profile.appearance.image_size)
-    outputs = run_extractors(stages.infer, stacked["extractor_input"])
-    return RegisteredAvatar.from_extractors(
-        stacked, outputs, profile=profile.name, registration=registration_of(sources), smooth_k=options.source_smooth_k
-    )
+    return register_source(data, options, video, faces, profile, lambda crops: run_extractors(stages.infer, crops))
 
 
 def register_avatar(

@@ -13,13 +13,21 @@ cannot use is an `AvatarFileError` naming it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ditto_triton.avatar.ditto_registration import DittoFaces
 from ditto_triton.avatar.errors import AvatarError
+from ditto_triton.avatar.source import (
+    CropOptions,
+    prepare_source,
+    prepare_video_sources,
+    registration_of,
+    stack_sources,
+)
 from ditto_triton.face_models import REGISTRATIONS
 from ditto_triton.npz_files import read_npz
 from ditto_triton.profiles import Profile
@@ -101,6 +109,28 @@ class RegisteredAvatar:
             registration=str(arrays["registration"]),
             smooth_k=int(arrays["smooth_k"]),
         )
+
+
+def register_source(
+    data: bytes,
+    options: CropOptions,
+    video: bool,
+    faces: DittoFaces | None,
+    profile: Profile,
+    extract: Callable[[np.ndarray], dict[str, np.ndarray]],
+) -> RegisteredAvatar:
+    """Ditto's registration of an encoded photo (or video): every source frame found and cropped
+    (with `faces` through Ditto's face models, else MediaPipe), its eyes measured, then
+    `extract(crops)` -> the extractors' outputs (`pred` and the motion keys), in process or by BLS."""
+    sources = prepare_video_sources(data, options, faces) if video else [prepare_source(data, options, faces)]
+    stacked = stack_sources(sources, profile.appearance.image_size)
+    return RegisteredAvatar.from_extractors(
+        stacked,
+        extract(stacked["extractor_input"]),
+        profile=profile.name,
+        registration=registration_of(sources),
+        smooth_k=options.source_smooth_k,
+    )
 
 
 def _check_keys(arrays: Mapping[str, np.ndarray]) -> None:

@@ -142,7 +142,7 @@ def _exp_masks(drive_eye: bool, scripted: bool, num_kp: int = 21) -> tuple[np.nd
             a2[list(EYE_KP)] = 1
             a2 = a2.reshape(1, -1)
     a1 = a1.reshape(1, -1)
-    return a1 * (1 - a2), (1 - a1) + a1 * a2, np.asarray(a2, np.float32) if scripted and drive_eye else np.float32(0)
+    return a1 * (1 - a2), (1 - a1) + a1 * a2, np.asarray(a2, np.float32)
 
 
 def _pose_offsets(d: dict, ctrl: Mapping[str, Any]) -> dict:
@@ -198,7 +198,7 @@ class MotionStitcher:
         self.set_frames(frames)
         first = self.sources[0]
         self._pose_s = (bin66_to_degree(first["yaw"]).item(), bin66_to_degree(first["pitch"]).item())
-        self._x_s = None if self.video else transform_keypoints(first)
+        self._x_s: dict[int, np.ndarray] = {}  # per source frame (Ditto recomputes a video's each frame)
         self._fade_dst = copy.deepcopy(first) if options.fade_type == "s" and not self.video else None
 
     def set_frames(self, frames: int) -> None:
@@ -240,5 +240,7 @@ class MotionStitcher:
     def keypoints(self, row: np.ndarray, frame_ctrl: Mapping[str, Any], source: int, index: int):
         """(x_s, x_d) (1, 21, 3) of one frame, before stitching."""
         d = self.driving_info(row, frame_ctrl, source, index)
-        x_s = self._x_s if self._x_s is not None else transform_keypoints(self.sources[source])
+        x_s = self._x_s.get(source)
+        if x_s is None:
+            x_s = self._x_s[source] = transform_keypoints(self.sources[source])
         return x_s, transform_keypoints(d)

@@ -22,10 +22,6 @@ from ditto_triton.avatar.cache import AvatarCache, avatar_id, check_avatar_id
 from ditto_triton.avatar.ditto_registration import DittoFaces
 from ditto_triton.avatar.source import (
     CropOptions,
-    prepare_source,
-    prepare_video_sources,
-    registration_of,
-    stack_sources,
 )
 from ditto_triton.face_models import EYES_TASK, FACE_LANDMARKER_TASK, FACE_MODELS, REGISTRATION_DITTO
 from ditto_triton.model_repository.backends.bls_stages import bls_infer
@@ -35,11 +31,20 @@ from ditto_triton.profiles import get_profile
 from ditto_triton.protocol import AVATAR_REGISTRY
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.motion_vector import MOTION_KEYS
-from ditto_triton.streaming.registered_avatar import RegisteredAvatar
+from ditto_triton.streaming.registered_avatar import RegisteredAvatar, register_source
 
 EXTRACTOR_OUTPUTS = ["pred", *MOTION_KEYS]
 EXTRACTOR_BATCH = 8
 SOURCES = ("image", "video", "avatar_file")
+
+
+def _extract(crops: np.ndarray) -> dict[str, np.ndarray]:
+    """Both extractors over the crops: the `extractors` ensemble, one call per batch, no Python in between."""
+    parts = [
+        bls_infer("extractors", {"image": crops[i : i + EXTRACTOR_BATCH]}, EXTRACTOR_OUTPUTS)
+        for i in range(0, crops.shape[0], EXTRACTOR_BATCH)
+    ]
+    return {name: np.concatenate([p[name] for p in parts]) for name in EXTRACTOR_OUTPUTS}
 
 
 def _face_infer(model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -109,23 +114,7 @@ class TritonPythonModel:
         )
 
     def _registered(self, data: bytes, options: CropOptions, is_video: bool) -> RegisteredAvatar:
-        faces = self.faces
-        sources = prepare_video_sources(data, options, faces) if is_video else [prepare_source(data, options, faces)]
-        stacked = stack_sources(sources, self.profile.appearance.image_size)
-        crops = stacked["extractor_input"]
-        # The `extractors` ensemble runs both networks in one call, with no Python in between.
-        parts = [
-            bls_infer("extractors", {"image": crops[i : i + EXTRACTOR_BATCH]}, EXTRACTOR_OUTPUTS)
-            for i in range(0, crops.shape[0], EXTRACTOR_BATCH)
-        ]
-        outputs = {name: np.concatenate([p[name] for p in parts]) for name in EXTRACTOR_OUTPUTS}
-        return RegisteredAvatar.from_extractors(
-            stacked,
-            outputs,
-            profile=self.profile.name,
-            registration=registration_of(sources),
-            smooth_k=options.source_smooth_k,
-        )
+        return register_source(data, options, is_video, self.faces, self.profile, _extract)
 
     def _lookup(self, key: str, requested: list[str]):
         features = self.cache.get(key)
