@@ -6,7 +6,7 @@ PROFILE ?= tiny
 WEIGHTS ?= synthetic
 EXPORT_DIR ?= out/export/$(PROFILE)
 
-.PHONY: setup system-packages lint demo export serve test test-fast test-slow lock clean bench bench-gpu bench-gate bench-registration soak live
+.PHONY: setup system-packages lint demo export serve model-repository test test-fast test-slow lock clean bench bench-gpu bench-gate bench-registration soak live
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ live: $(EXPORT_DIR)/manifest.json
 # Serve the export on 127.0.0.1 (HTTP 8000, gRPC 8001, metrics 8002) until Ctrl-C.
 serve: $(EXPORT_DIR)/manifest.json
 	$(BIN)/ditto-serve --export $(EXPORT_DIR)
+
+# Refresh the committed, browsable repositories model_repository/tiny/<flavor>/ (configs and adapters, no
+# weights) from the tiny export; tests/test_repository.py checks that a render still matches them.
+model-repository: out/export/tiny/manifest.json
+	$(BIN)/python -m ditto_triton.model_repository.committed --export out/export/tiny
+
+out/export/tiny/manifest.json: ditto_triton/stages.py ditto_triton/profiles.py | setup
+	$(BIN)/ditto-export --profile tiny --weights synthetic --out out/export/tiny --timing 5
 
 # Debian packages the tests need: libb64-0d (perf_analyzer from the tritonclient wheel links it), chromium and
 # chromium-driver (the live page's browser test). Installed here when root with apt, else the command to run.

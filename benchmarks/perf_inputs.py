@@ -174,3 +174,36 @@ def streaming_input_data(
             steps.append(step)
         data.append(steps)
     return {"data": data}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Write `--input-data` JSON for perf_analyzer on one model of a running server (docs/protocol.md):
+    a stage's plausible tensors, or for the orchestrator a photo registered on the server and a speech
+    file cut into one session's audio requests."""
+    import argparse
+    from pathlib import Path
+
+    from ditto_triton.client import DittoClient, load_audio
+    from ditto_triton.protocol import ORCHESTRATOR, SAMPLE_RATE
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("model", help="a stage or ensemble name, or orchestrator")
+    parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    parser.add_argument("--url", default="localhost:8001", help="the server's gRPC address")
+    parser.add_argument("--image", type=Path, default=Path("examples/ditto_example_image.jpg"))
+    parser.add_argument("--audio", type=Path, default=Path("examples/ditto_example_audio.wav"))
+    parser.add_argument("--seconds", type=float, default=2.0, help="orchestrator: audio per session")
+    args = parser.parse_args(argv)
+    if args.model != ORCHESTRATOR:
+        args.out.write_text(json.dumps(stage_input_data(model_info(args.url, args.model))))
+        print(f"{args.out}: one batch-1 request for {args.model}")
+        return
+    with DittoClient(args.url) as client:
+        avatar = client.register_avatar(args.image.read_bytes(), {"max_size": 512})
+    audio = load_audio(args.audio)[: int(args.seconds * SAMPLE_RATE)]
+    args.out.write_text(json.dumps(streaming_input_data(avatar, [audio])))
+    print(f"{args.out}: {audio.size / SAMPLE_RATE:.2f} s of audio for avatar {avatar[:12]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -166,7 +166,7 @@ def _run_one(
     try:
         raw = run(arrays)
         _check_outputs(raw, outputs, total)
-    except StageRunError as err:
+    except (StageRunError, RequestError) as err:
         return err
     except Exception as err:  # noqa: BLE001 - any runtime failure becomes that request's error
         return StageRunError(f"{type(err).__name__}: {err}")

@@ -38,6 +38,7 @@ from ditto_triton.model_repository.ensemble_configs import chain_config
 from ditto_triton.model_repository.service_configs import avatar_registry_config, orchestrator_config
 from ditto_triton.model_repository.stage_runtime import StageParameters
 from ditto_triton.model_repository.torch_parameters import TorchParameters
+from ditto_triton.model_repository.warmup import add_zero_warmup
 from ditto_triton.profiles import Profile, get_profile
 from ditto_triton.protocol import AVATAR_REGISTRY
 from ditto_triton.stages import StageSpec, stage_specs
@@ -158,6 +159,7 @@ def stage_config(
         if spec.name == ep.WARP_STAGE:
             trt_params["required_plugin"] = ep.GRID_PLUGIN
         pbtxt.set_parameters(config, trt_params)
+    add_zero_warmup(config)
     return config
 
 
@@ -182,7 +184,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _shim(module: str, what: str) -> str:
     doc = f'"""{what}: the implementation lives in {module}."""'
-    return f"{doc}\nfrom {module} import TritonPythonModel  # noqa: F401\n"
+    return f"{doc}\n\nfrom {module} import TritonPythonModel  # noqa: F401\n"
 
 
 def _check_manifest_stage(name: str, entry: Mapping[str, Any] | None, spec: StageSpec, export_dir: Path) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ditto_triton.export.ort_runtime import ort_session
-from ditto_triton.model_repository.batching import Arrays, WireTensor, run_requests
+from ditto_triton.model_repository.batching import Arrays, RequestError, WireTensor, run_requests
 from ditto_triton.model_repository.dtypes import numpy_dtype
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,13 @@ class StageRunner:
             )
 
     def _run(self, arrays: Arrays) -> dict[str, np.ndarray]:
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
         names = [t.name for t in self.outputs]
-        return dict(zip(names, self.session.run(names, arrays)))
+        try:
+            return dict(zip(names, self.session.run(names, arrays)))
+        except InvalidArgument as exc:  # ONNX Runtime's verdict on the inputs (e.g. audio too short)
+            raise RequestError(f"the network cannot run on these inputs: {exc}") from exc
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Arrays | Exception]:
         """One result per request, in order: {output: array} or the exception for that request."""

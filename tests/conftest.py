@@ -23,6 +23,8 @@ INTEGRATION_MODULES = {
     "test_live_page",
     "test_metrics",
     "test_perf_analyzer",
+    "test_protocol_doc",
+    "test_server_lifetime",
     "test_render_cli",
     "test_repository",
     "test_scale_out",

@@ -9,6 +9,7 @@ import io
 import json
 import queue
 import random
+import re
 import struct
 import threading
 import zlib
@@ -23,7 +24,7 @@ from PIL import Image
 from triton_inputs import SPECS, infer_inputs, seeded_inputs, to_wire
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from ditto_triton.client import DittoClient, ServerError
+from ditto_triton.client import DittoClient
 
 CROP = {"max_size": 512}
 ORCH = "orchestrator"
@@ -89,6 +90,11 @@ def sequence(url: str, steps: list[tuple[list, bool, bool]], sequence_id: int | 
         client.close()
 
 
+def failure(exc: InferenceServerException) -> str:
+    """What a raw tritonclient saw: "error[<gRPC status>]: <message>"."""
+    return f"error[{exc.status()}]: {exc.message()}"
+
+
 def observed(frames: int, errors: list[str]) -> str:
     return f"error: {' | '.join(errors)}" if errors else f"ok: {frames} frames"
 
@@ -123,10 +129,10 @@ def variants(portrait: bytes) -> tuple[Image.Image, Image.Image, Image.Image]:
 def register_raw(url: str, data: bytes, options_text: str) -> str:
     inputs = [text("image", data, batched=False), text("options", options_text, batched=False)]
     try:
-        grpcclient.InferenceServerClient(url).infer("avatar_registry", inputs)
-        return "ok: registered"
+        result = grpcclient.InferenceServerClient(url).infer("avatar_registry", inputs)
+        return f"ok: avatar {result.as_numpy('avatar_id')[0].decode()[:8]}"
     except InferenceServerException as exc:
-        return f"error: {exc.message()}"
+        return failure(exc)
 
 
 def registration_cases(client: DittoClient, url: str, portrait: bytes) -> list[Case]:
@@ -135,17 +141,14 @@ def registration_cases(client: DittoClient, url: str, portrait: bytes) -> list[C
     def register(data: bytes, options: dict | str | None = None) -> str:
         if isinstance(options, str):  # raw options text
             return register_raw(url, data, options)
-        try:
-            return f"ok: avatar {client.register_avatar(data, options)[:8]}"
-        except ServerError as exc:
-            return f"error: {exc}"
+        return register_raw(url, data, json.dumps(options or {}))
 
     def lookup(inputs: list) -> str:
         try:
             grpcclient.InferenceServerClient(url).infer("avatar_registry", inputs)
             return "ok: looked up"
         except InferenceServerException as exc:
-            return f"error: {exc.message()}"
+            return failure(exc)
 
     return [
         Case("register", "0 bytes", lambda: register(b""), "image data is empty"),
@@ -367,7 +370,7 @@ def stage_cases(url: str) -> list[Case]:
             client.infer(model, infer_inputs(arrays))
             return "ok: answered"
         except InferenceServerException as exc:
-            return f"error: {exc.message()}"
+            return failure(exc)
 
     cases = []
     for name, spec in SPECS.items():
@@ -452,11 +455,26 @@ def test_bad_input_matrix(server, portrait, speech16k):
     table = "\n".join(f"{'PASS' if ok else 'FAIL'} [{c.area}] {c.name}: {got[:160]}" for c, got, ok in rows)
     print(f"\n{len(rows)} cases\n{table}")
     assert all(ok for _, _, ok in rows), f"cases without the expected answer:\n{table}"
+    assert_invalid_argument_everywhere(rows)
     assert still_running, "the healthy session ended before the matrix did; lengthen it"
     assert "error" not in concurrent, f"the healthy session failed: {concurrent.get('error')}"
     frames = concurrent["frames"]
     assert len(frames) == len(alone) == -(-speech.size // 640)
     assert_same_pictures(frames, alone)  # up to cross-session batching's rounding (frame_compare)
+
+
+def assert_invalid_argument_everywhere(rows: list[tuple[Case, str, bool]]) -> None:
+    """Every refused unary request came back as gRPC INVALID_ARGUMENT, from every model the matrix
+    calls (stages, ensembles, avatar_registry). Errors on the orchestrator's stream carry only a
+    message (Triton's gRPC stream response has no status field), so they are checked by text."""
+    codes = [(case, re.match(r"error\[([^\]]*)\]", got)) for case, got, _ in rows]
+    wrong = [
+        f"[{c.area}] {c.name}: {m.group(1)}" for c, m in codes if m and m.group(1) != "StatusCode.INVALID_ARGUMENT"
+    ]
+    assert not wrong, "refused with another status than INVALID_ARGUMENT:\n" + "\n".join(wrong)
+    refusing = {c.name.split(":")[0] for c, m in codes if m and c.area == "stage"}
+    assert refusing >= {*SPECS, "render_chain", "extractors"}, f"no refused request for {set(SPECS) - refusing}"
+    assert any(m for c, m in codes if c.area == "register"), "no refused registration"
 
 
 def test_a_bad_request_answers_invalid_argument(server):

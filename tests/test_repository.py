@@ -62,7 +62,7 @@ def test_render_layout_and_validation(rendered, tiny_export):
         shim = version / "model.py"
         if runner in ("ort", "torch"):
             assert "from ditto_triton.model_repository.backends.stage import TritonPythonModel" in shim.read_text()
-            assert len(shim.read_text().splitlines()) == 2
+            assert len([line for line in shim.read_text().splitlines() if line]) == 2
         else:
             assert not shim.exists()
     marker = json.loads((repo / MARKER).read_text())
@@ -363,3 +363,21 @@ def test_ditto_serve_render_only(tiny_export, tmp_path, capsys):
     assert "warp_runner" in capsys.readouterr().err
     assert serve.main(["--export", str(tiny_export), "--repo", str(repo), "--render-only", "--no-services"]) == 0
     assert pbtxt.read_config(repo / "decoder").backend == "python"
+
+
+def test_the_committed_repositories_match_a_fresh_render(tiny_export):
+    """model_repository/tiny/<flavor>/ is what ditto-serve renders, byte for byte (`make model-repository`)."""
+    from ditto_triton.model_repository.committed import COMMITTED_ROOT, committed_files, differences
+
+    assert all(committed_files(flavor) for flavor in FLAVORS), f"{COMMITTED_ROOT}: a flavor is missing"
+    assert differences(tiny_export) == [], "run `make model-repository` and commit the result"
+
+
+def test_every_network_model_warms_up_at_load(rendered):
+    """Each stage config carries one zero-filled batch-1 request with concrete dims (model_warmup)."""
+    _, repo = rendered
+    for spec in SPECS.values():
+        config = pbtxt.read_config(repo / spec.name)
+        (warmup,) = config.model_warmup
+        assert warmup.batch_size == 1 and set(warmup.inputs) == set(pbtxt.names(config.input))
+        assert all(-1 not in w.dims and w.zero_data for w in warmup.inputs.values())

@@ -46,6 +46,14 @@ def _bundle_has(task_file: str, member: str) -> bool:
         return False
 
 
+def warm_up_landmarker(task_file: Path) -> None:
+    """Load the bundle and run it once on a grey crop (the first registration then does not pay for it)."""
+    try:
+        task_landmarks(np.full((256, 256, 3), 128, np.uint8), task_file)
+    except NoFaceError:
+        pass
+
+
 def task_landmarks(crop: np.ndarray, task_file: Path) -> np.ndarray:
     """(478, 3) float32 normalised landmarks of the face in the RGB crop.
 

@@ -20,6 +20,8 @@ import triton_python_backend_utils as pb_utils
 
 from ditto_triton.avatar.cache import AvatarCache, avatar_id, check_avatar_id
 from ditto_triton.avatar.ditto_registration import DittoFaces
+from ditto_triton.avatar.face import warm_up_face_models
+from ditto_triton.avatar.face_landmarker import warm_up_landmarker
 from ditto_triton.avatar.source import (
     CropOptions,
 )
@@ -65,6 +67,15 @@ class TritonPythonModel:
             eyes = params["eyes"]
             task = Path(args["model_repository"]) / args["model_version"] / Path(FACE_LANDMARKER_TASK).name
             self.faces = DittoFaces(_face_infer, eyes, task if eyes == EYES_TASK else None)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Load the face graphs that run in this process now, not on the first registration (Ditto's
+        ONNX face models are separate Triton models, warmed by their own `model_warmup`)."""
+        if self.faces is None:
+            warm_up_face_models()
+        elif self.faces.task_file is not None:
+            warm_up_landmarker(self.faces.task_file)
 
     def execute(self, requests: list) -> list:
         responses = []

@@ -1,0 +1,3 @@
+"""torch stage appearance_extractor: the implementation lives in ditto_triton.model_repository.backends.stage."""
+
+from ditto_triton.model_repository.backends.stage import TritonPythonModel  # noqa: F401
