@@ -49,11 +49,9 @@ serve: $(EXPORT_DIR)/manifest.json
 
 # Refresh the committed, browsable repositories model_repository/tiny/<flavor>/ (configs and adapters, no
 # weights) from the tiny export; tests/test_repository.py checks that a render still matches them.
-model-repository: out/export/tiny/manifest.json
+model-repository: setup
+	test -f out/export/tiny/manifest.json || $(BIN)/ditto-export --profile tiny --weights synthetic --out out/export/tiny
 	$(BIN)/python -m ditto_triton.model_repository.committed --export out/export/tiny
-
-out/export/tiny/manifest.json: ditto_triton/stages.py ditto_triton/profiles.py | setup
-	$(BIN)/ditto-export --profile tiny --weights synthetic --out out/export/tiny --timing 5
 
 # Debian packages the tests need: libb64-0d (perf_analyzer from the tritonclient wheel links it), chromium and
 # chromium-driver (the live page's browser test). Installed here when root with apt, else the command to run.
