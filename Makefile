@@ -6,7 +6,7 @@ PROFILE ?= tiny
 WEIGHTS ?= synthetic
 EXPORT_DIR ?= out/export/$(PROFILE)
 
-.PHONY: setup system-packages lint demo export serve model-repository test test-fast test-slow lock clean bench bench-gpu bench-gate bench-registration soak live
+.PHONY: setup system-packages lint demo export serve model-repository test test-fast test-slow lock clean bench bench-gpu bench-gate bench-registration bench-frame-formats bench-profile soak live
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,12 @@ DEMO_AUDIO ?= examples/ditto_example_audio.wav
 DEMO_MAX_SIZE ?= 512
 
 # Export (if needed), start an embedded tritonserver, render the sample portrait speaking the sample
-# audio to out/demo.mp4 (+ a contact sheet), print what was measured, stop the server.
+# audio to out/demo.mp4 (+ a contact sheet and the motion plot), print what was measured, stop the server.
 demo: $(EXPORT_DIR)/manifest.json
 	$(BIN)/ditto-render --image $(DEMO_IMAGE) --audio $(DEMO_AUDIO) --out out/demo.mp4 \
-		--contact-sheet out/demo.png --profile $(PROFILE) --weights $(WEIGHTS) --export-dir $(EXPORT_DIR) \
-		--max-size $(DEMO_MAX_SIZE)
-	@echo "video: out/demo.mp4   contact sheet: out/demo.png"
+		--contact-sheet out/demo.png --motion-plot out/demo_motion.png --profile $(PROFILE) --weights $(WEIGHTS) \
+		--export-dir $(EXPORT_DIR) --max-size $(DEMO_MAX_SIZE)
+	@echo "video: out/demo.mp4   contact sheet: out/demo.png   motion plot: out/demo_motion.png"
 
 $(EXPORT_DIR)/manifest.json: ditto_triton/stages.py ditto_triton/profiles.py | setup
 	$(BIN)/ditto-export --profile $(PROFILE) --weights $(WEIGHTS) --out $(EXPORT_DIR) --timing 5
@@ -94,6 +94,17 @@ bench-gpu: setup
 # MediaPipe's; writes benchmarks/results/registration.json.
 bench-registration: setup
 	$(BIN)/python -m ditto_triton.benchmarks.registration --out benchmarks/results/registration.json
+
+# Frame formats (raw RGB, JPEG, PNG) at 512x512 and 1080p: bytes, encode/decode CPU and frames/s per frame
+# through a local tritonserver (about 6 minutes); writes benchmarks/results/frame_formats.json.
+bench-frame-formats: setup
+	$(BIN)/python -m ditto_triton.benchmarks.frame_formats --out benchmarks/results/frame_formats.json
+
+# Where each millisecond of CPU goes per frame, through tritonserver and in process (about 3 minutes): /proc CPU per
+# process and stage, py-spy's sampled Python functions; writes out/cpu_budget/cpu_budget.{json,md}.
+PROFILE_ARGS ?=
+bench-profile: setup
+	$(BIN)/python -m ditto_triton.benchmarks.cpu_budget $(PROFILE_ARGS)
 
 # Real-time gate on the tiny profile (about 70 s): prints each value next to its threshold, exits 1 on a miss.
 bench-gate: setup

@@ -22,12 +22,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ditto_triton.apps.register import add_registration_arguments, registration_options
-from ditto_triton.apps.server import add_server_arguments, server_url
+from ditto_triton.apps.server import add_server_arguments, default_frame_format, server_url
 from ditto_triton.client.audio import load_audio
 from ditto_triton.client.errors import DittoClientError
 from ditto_triton.client.session import DittoClient, ReceivedFrame
 from ditto_triton.client.video import Mp4Writer, contact_sheet
-from ditto_triton.protocol import SAMPLE_RATE
+from ditto_triton.protocol import OUTPUT_FORMATS, SAMPLE_RATE
 
 SYNTHETIC_NOTE = (
     "note: these networks run with seeded synthetic weights, so the face is noise-like, not a talking person. "
@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_arguments(p)
     p.add_argument("--live", action="store_true", help="send audio paced in real time (default: as fast as possible)")
     p.add_argument("--contact-sheet", type=Path, default=None, help="also write a PNG of a few frames side by side")
+    p.add_argument(
+        "--motion-plot",
+        type=Path,
+        default=None,
+        help="also draw each frame's motion (mouth opening, eye openness, head pose) over the audio into a PNG",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds without a response before giving up")
     s = p.add_argument_group("session options")
     s.add_argument("--ditto-cfg", type=Path, help="take defaults from Ditto's cfg .pkl (read without running code)")
@@ -68,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fade-in", type=int, help="frames rising from the source's pose (default 0)")
     s.add_argument("--fade-out", type=int, help="frames returning to the source at the end (default 0)")
     s.add_argument("--seed", type=int, help="noise seed (default 0)")
+    s.add_argument(
+        "--frame-format", dest="output_format", choices=OUTPUT_FORMATS, help="default: jpeg with --url, else rgb"
+    )
     s.add_argument(
         "--emotion", type=int, help="0..7: angry disgust fear happy neutral sad surprise contempt (default 4)"
     )
@@ -91,6 +100,7 @@ def _pick(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
 
 
 SESSION_FLAGS = (
+    "output_format",
     "mode",
     "overlap",
     "sampling_steps",
@@ -116,6 +126,13 @@ def _generic_options(pairs: list[str]) -> dict:
         except json.JSONDecodeError:
             options[name] = value  # a bare word such as offline or jpeg
     return options
+
+
+def session_options(args: argparse.Namespace, from_cfg: dict) -> dict:
+    """--ditto-cfg's session options, then the flags, then --option (later ones win); unless one names
+    output_format, the frame format for the server asked (default_frame_format)."""
+    options = {**from_cfg, **_pick(args, SESSION_FLAGS), **_generic_options(args.option)}
+    return {"output_format": default_frame_format(args.url), **options}
 
 
 def _cfg_options(args: argparse.Namespace, console: Console) -> tuple[dict, dict]:
@@ -163,12 +180,22 @@ def _frame_stream(client: DittoClient, args: argparse.Namespace, avatar: str, au
 
         motion = MotionFile.load(args.motion_in)
         replay = motion.replay_options(**options)
+        replay = {**replay, "return_motion": True} if args.motion_plot else replay
         return client.stream_motion(avatar, motion.motion, replay, motion.replay_controls()), motion.frames, replay
-    if args.motion_out:
+    if args.motion_out or args.motion_plot:
         options = {**options, "return_motion": True}
     controls = json.loads(args.controls.read_text()) if args.controls else None
     frames = client.stream(avatar, audio16, options, realtime=args.live, controls=controls)
     return frames, -(-audio16.size // 640), options
+
+
+def _write_motion_plot(args: argparse.Namespace, frames: list[ReceivedFrame], audio16: np.ndarray, console) -> None:
+    from ditto_triton.client.motion_plot import write_motion_plot
+
+    synthetic = not args.url and args.weights == "synthetic"
+    title = f"{args.out.name}: motion per frame" + (" (synthetic weights: a stand-in motion)" if synthetic else "")
+    write_motion_plot(args.motion_plot, [f.motion for f in frames], audio16, title)
+    console.print(f"motion plot: {args.motion_plot}")
 
 
 def render(args: argparse.Namespace, url: str, console: Console, audio16: np.ndarray) -> dict:
@@ -177,7 +204,7 @@ def render(args: argparse.Namespace, url: str, console: Console, audio16: np.nda
         cfg_session, cfg_registration = _cfg_options(args, console)
         avatar = _register(client, args, cfg_registration)
         console.print(f"avatar {avatar}: registration {client.registration(avatar)!r}")
-        options = {**cfg_session, **_pick(args, SESSION_FLAGS), **_generic_options(args.option)}
+        options = session_options(args, cfg_session)
         stream, expected, options = _frame_stream(client, args, avatar, audio16, options)
         writer = Mp4Writer(args.out, original, rate)
         frames: list[ReceivedFrame] = []
@@ -207,6 +234,8 @@ def render(args: argparse.Namespace, url: str, console: Console, audio16: np.nda
 
         motion_file_from([f.motion for f in frames], options).save(args.motion_out)
         console.print(f"motion: {args.motion_out} ({len(frames)} frames)")
+    if args.motion_plot:
+        _write_motion_plot(args, frames, audio16, console)
     if args.contact_sheet and sheet:
         args.contact_sheet.parent.mkdir(parents=True, exist_ok=True)
         contact_sheet(sheet).save(args.contact_sheet)

@@ -29,6 +29,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def default_frame_format(url: str | None) -> str:
+    """The frame encoding (session option output_format) an app asks for unless told: JPEG from a server
+    named by --url, which may be across a network (raw RGB is 11-24x the bytes), raw RGB from the
+    embedded server on loopback, where encoding and decoding would cost CPU and save nothing
+    (docs/benchmarks.md#frame-formats)."""
+    return "jpeg" if url else "rgb"
+
+
 @contextlib.contextmanager
 def server_url(args: argparse.Namespace, console: Console) -> Iterator[str]:
     """Yields the gRPC address (host:port) of `args.url`, or of an embedded server while the context lasts."""

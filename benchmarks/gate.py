@@ -1,16 +1,20 @@
-"""The real-time gate (`make bench-gate`): does the tiny profile still stream in real time here?
+"""The real-time gate (`make bench-gate`, run by CI after the tests): does the tiny profile still stream
+in real time here, and what does serving through tritonserver cost?
 
-    python -m ditto_triton.benchmarks.gate                      # measure, print, write out/bench-gate.json
+    python -m ditto_triton.benchmarks.gate                        # measure, print, write out/bench-gate.json
     python -m ditto_triton.benchmarks.gate --measurements m.json  # judge given numbers (no server)
 
 Against a fresh local tritonserver (python-ort flavor of the tiny export) it measures, after one short
 warm-up session:
-- one session with the sample speech paced in real time: complete, sustained frames/s;
-- `--ffd-sessions` sessions in a row with the audio fully available: first-frame delay p50/p95;
+- one session with the sample speech paced in real time: complete, sustained frames/s, late frames;
+- `--ffd-sessions` short sessions paced in real time: first-frame delay p50/p95, with Ditto's first
+  window and with the session option first_window "emit" (reported; the threshold is for Ditto's);
+- `--ffd-sessions` short sessions with the audio fully available: first-frame delay p50/p95;
 - frames/s of one session with the audio fully available through Triton and through the in-process
-  pipeline (alternated `--repeats` times, best of each), and their ratio.
-It prints every measured value next to its threshold (`thresholds.json`), writes them as JSON, and
-exits 1 when any check misses (2 when it cannot measure at all).
+  pipeline, alternated `--pairs` times (at least 3): the median of the pairs' ratios;
+- the resident memory of tritonserver and its stubs over the whole run (growth after warm-up).
+It checks every threshold of `thresholds.json`, prints each measured value next to its threshold, writes
+them as JSON, and exits 1 when any check misses (2 when it cannot measure at all).
 """
 
 from __future__ import annotations
@@ -18,59 +22,93 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ditto_triton.benchmarks import cli_logging
 from ditto_triton.benchmarks.criteria import Check, load_thresholds
-from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_server
+from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_tritonserver
+from ditto_triton.benchmarks.server_memory import MemorySampler, memory_growth
 from ditto_triton.benchmarks.session_stats import SessionRecord, aggregate, summarize
 from ditto_triton.protocol import SAMPLE_RATE
 
 log = logging.getLogger("ditto_triton.benchmarks.gate")
 WARMUP_SECONDS = 2.0
+MIN_PAIRS = 3
+EMIT_FIRST_WINDOW = {"first_window": "emit"}
+
+
+def pair_ratios(triton_fps: Sequence[float], inprocess_fps: Sequence[float]) -> list[float]:
+    """Triton ÷ in-process frames/s of each alternated pair (a pair with a missing side counts 0)."""
+    return [round(t / p, 4) if t and p else 0.0 for t, p in zip(triton_fps, inprocess_fps)]
 
 
 def collect(
-    realtime: SessionRecord,
+    realtime: Sequence[SessionRecord],
     full_audio: Sequence[SessionRecord],
-    triton_fps: float | None,
-    inprocess_fps: float | None,
+    triton_fps: Sequence[float],
+    inprocess_fps: Sequence[float],
+    paced_emit: Sequence[SessionRecord] = (),
 ) -> dict[str, Any]:
-    """The gate's measurements from its sessions' records (and the two throughput figures)."""
-    rt = summarize(realtime)
+    """The gate's measurements. `realtime`: sessions paced in real time, the first of them the long one
+    whose frames/s and late frames are judged; their first-frame delays make the paced p50/p95."""
+    rt = summarize(realtime[0])
+    paced = aggregate([summarize(r) for r in realtime])
+    emit = aggregate([summarize(r) for r in paced_emit]) if paced_emit else {}
     ffd = aggregate([summarize(r) for r in full_audio])
-    ratio = triton_fps / inprocess_fps if triton_fps and inprocess_fps else None
+    ratios = pair_ratios(triton_fps, inprocess_fps)
     return {
         "realtime_complete": rt["complete"],
         "realtime_fps": rt["fps"],
         "realtime_ffd_ms": rt["ffd_ms"],
-        "realtime_late_frame_ratio": rt["late_frame_ratio"],
+        "realtime_late_frame_ratio": paced["late_frame_ratio"],
         "realtime_error": rt["error"],
+        "realtime_sessions": paced["sessions"],
+        "realtime_failed_sessions": paced["failed_sessions"],
+        "ffd_ms_p50_realtime": paced["ffd_ms_p50"],
+        "ffd_ms_p95_realtime": paced["ffd_ms_p95"],
+        "ffd_ms_p50_realtime_first_window_emit": emit.get("ffd_ms_p50"),
+        "ffd_ms_p95_realtime_first_window_emit": emit.get("ffd_ms_p95"),
         "full_audio_sessions": ffd["sessions"],
         "full_audio_failed_sessions": ffd["failed_sessions"],
         "ffd_ms_p50_full_audio": ffd["ffd_ms_p50"],
         "ffd_ms_p95_full_audio": ffd["ffd_ms_p95"],
-        "triton_fps": triton_fps,
-        "inprocess_fps": inprocess_fps,
-        "triton_over_inprocess": round(ratio, 3) if ratio is not None else None,
+        "triton_fps_runs": list(triton_fps),
+        "inprocess_fps_runs": list(inprocess_fps),
+        "pair_ratios": ratios,
+        "triton_over_inprocess": round(statistics.median(ratios), 3) if len(ratios) >= MIN_PAIRS else None,
     }
 
 
 def _incomplete(m: dict[str, Any]) -> float | None:
-    parts = (m.get("realtime_complete"), m.get("full_audio_failed_sessions"))
+    parts = (m.get("realtime_failed_sessions"), m.get("full_audio_failed_sessions"))
     if any(p is None for p in parts):
         return None
-    return float((not parts[0]) + parts[1] + int(m.get("throughput_failed_sessions") or 0))
+    return float(sum(parts) + int(m.get("throughput_failed_sessions") or 0))
 
 
 def evaluate(m: dict[str, Any], th: dict[str, float]) -> list[Check]:
-    """The gate's checks; a missing value fails its check."""
+    """One check per threshold of thresholds.json; a missing value fails its check."""
     return [
         Check("incomplete or failed sessions", _incomplete(m), "<=", 0.0),
         Check("frames/s, one session with real-time audio", m.get("realtime_fps"), ">=", th["fps_min"], "fps"),
+        Check(
+            "late-frame ratio, worst session with real-time audio",
+            m.get("realtime_late_frame_ratio"),
+            "<=",
+            th["late_frame_ratio_max"],
+        ),
+        Check(
+            "first-frame delay p95, audio paced in real time",
+            m.get("ffd_ms_p95_realtime"),
+            "<=",
+            th["ffd_ms_p95_realtime_max"],
+            "ms",
+        ),
         Check(
             "first-frame delay p95, audio fully available",
             m.get("ffd_ms_p95_full_audio"),
@@ -78,49 +116,74 @@ def evaluate(m: dict[str, Any], th: dict[str, float]) -> list[Check]:
             th["ffd_ms_p95_full_audio_max"],
             "ms",
         ),
-        Check("frames/s Triton / in-process", m.get("triton_over_inprocess"), ">=", th["triton_over_inprocess_min"]),
+        Check(
+            f"frames/s Triton / in-process, median of >= {MIN_PAIRS} pairs",
+            m.get("triton_over_inprocess"),
+            ">=",
+            th["triton_over_inprocess_min"],
+        ),
+        Check("server memory growth after warm-up", m.get("memory_growth_ratio"), "<=", th["soak_memory_growth_max"]),
     ]
 
 
 def measure(
-    export_dir: Path, image: bytes, audio, *, ffd_sessions: int, ffd_seconds: float, repeats: int
+    export_dir: Path, image: bytes, audio, *, ffd_sessions: int, ffd_seconds: float, pairs: int
 ) -> dict[str, Any]:
     """Start a server on `export_dir`, run the gate's sessions, return `collect(...)`'s dict."""
     from ditto_triton.benchmarks.inprocess import InProcessPipeline
     from ditto_triton.benchmarks.triton_session import run_session
     from ditto_triton.client import DittoClient
 
-    short = audio[: int(ffd_seconds * SAMPLE_RATE)]
-    with local_server(export_dir) as (url, _), DittoClient(url, timeout_s=120) as client:
-        avatar = client.register_avatar(image, CROP)
-        run_session(client, avatar, audio[: int(WARMUP_SECONDS * SAMPLE_RATE)], "full")  # first-use costs stay out
-        log.info("one session, real-time audio (%.1f s)", audio.size / SAMPLE_RATE)
-        realtime = run_session(client, avatar, audio, "realtime")
-        log.info("%d sessions in a row, audio fully available (%.1f s each)", ffd_sessions, ffd_seconds)
-        full_audio = [run_session(client, avatar, short, "full") for _ in range(ffd_sessions)]
-        log.info("Triton vs in-process frames/s (%d pair(s))", repeats)
-        pipeline = InProcessPipeline(export_dir, image, CROP)
-        pipeline.run(audio[: int(WARMUP_SECONDS * SAMPLE_RATE)], "full")
-        triton_fps, inprocess_fps, failed = [], [], 0
-        for _ in range(repeats):
-            for runs, session in (
-                (triton_fps, lambda: run_session(client, avatar, audio, "full")),
-                (inprocess_fps, lambda: pipeline.run(audio, "full")),
-            ):
-                summary = summarize(session())
-                failed += not summary["complete"]
-                runs.append(summary["fps"] or 0.0)
-    measured = collect(realtime, full_audio, max(triton_fps), max(inprocess_fps))
-    measured.update(triton_fps_runs=triton_fps, inprocess_fps_runs=inprocess_fps, throughput_failed_sessions=failed)
+    short, warmup = audio[: int(ffd_seconds * SAMPLE_RATE)], audio[: int(WARMUP_SECONDS * SAMPLE_RATE)]
+    started = time.monotonic()
+    with local_tritonserver(export_dir) as server, MemorySampler(server.pid) as memory:
+        with DittoClient(server.grpc_url, timeout_s=120) as client:
+            avatar = client.register_avatar(image, CROP)
+            run_session(client, avatar, warmup, "full")  # first-use costs stay out
+            log.info("one session, real-time audio (%.1f s)", audio.size / SAMPLE_RATE)
+            realtime = [run_session(client, avatar, audio, "realtime")]
+            warm_s = time.monotonic() - started
+            log.info("%d x 2 short sessions paced in real time (Ditto's first window, then 'emit')", ffd_sessions)
+            realtime += [run_session(client, avatar, short, "realtime") for _ in range(ffd_sessions)]
+            emit = [
+                run_session(client, avatar, short, "realtime", options=EMIT_FIRST_WINDOW) for _ in range(ffd_sessions)
+            ]
+            log.info("%d short sessions, audio fully available", ffd_sessions)
+            full_audio = [run_session(client, avatar, short, "full") for _ in range(ffd_sessions)]
+            log.info("Triton vs in-process frames/s (%d pairs)", pairs)
+            triton_fps, inprocess_fps, failed = throughput_pairs(
+                lambda: run_session(client, avatar, audio, "full"),
+                InProcessPipeline(export_dir, image, CROP),
+                audio,
+                pairs,
+            )
+        elapsed = time.monotonic() - started
+    measured = collect(realtime, full_audio, triton_fps, inprocess_fps, emit)
+    growth = memory_growth(memory.samples, elapsed, warm_s)
+    measured.update(throughput_failed_sessions=failed, memory=growth, memory_growth_ratio=growth.get("growth_ratio"))
     return measured
+
+
+def throughput_pairs(triton_session, pipeline, audio, pairs: int) -> tuple[list[float], list[float], int]:
+    """Frames/s of `pairs` alternated sessions through Triton and in process (after one in-process warm-up)."""
+    pipeline.run(audio[: int(WARMUP_SECONDS * SAMPLE_RATE)], "full")
+    triton_fps, inprocess_fps, failed = [], [], 0
+    for _ in range(pairs):
+        for runs, session in ((triton_fps, triton_session), (inprocess_fps, lambda: pipeline.run(audio, "full"))):
+            summary = summarize(session())
+            failed += not summary["complete"]
+            runs.append(summary["fps"] or 0.0)
+    return triton_fps, inprocess_fps, failed
 
 
 def report_lines(checks: Sequence[Check], measured: dict[str, Any]) -> list[str]:
     lines = [c.line() for c in checks]
     lines.append(
-        f"      (real-time session: FFD {measured.get('realtime_ffd_ms')} ms, late-frame ratio "
-        f"{measured.get('realtime_late_frame_ratio')}; full-audio FFD p50 {measured.get('ffd_ms_p50_full_audio')} ms; "
-        f"Triton {measured.get('triton_fps')} vs in-process {measured.get('inprocess_fps')} frames/s)"
+        f"      (paced first-frame delay p50/p95 {measured.get('ffd_ms_p50_realtime')}/"
+        f"{measured.get('ffd_ms_p95_realtime')} ms, with first_window 'emit' "
+        f"{measured.get('ffd_ms_p50_realtime_first_window_emit')}/{measured.get('ffd_ms_p95_realtime_first_window_emit')}"
+        f" ms; full-audio p50 {measured.get('ffd_ms_p50_full_audio')} ms; frames/s Triton "
+        f"{measured.get('triton_fps_runs')} vs in-process {measured.get('inprocess_fps_runs')})"
     )
     return lines
 
@@ -132,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", type=Path, default=SAMPLE_AUDIO)
     p.add_argument("--ffd-sessions", type=int, default=5, help="full-audio sessions in a row for the FFD p95")
     p.add_argument("--ffd-seconds", type=float, default=3.0, help="audio per full-audio FFD session")
-    p.add_argument("--repeats", type=int, default=2, help="Triton/in-process session pairs for the ratio")
+    p.add_argument("--pairs", type=int, default=MIN_PAIRS, help="Triton/in-process session pairs for the ratio")
     p.add_argument("--thresholds", type=Path, default=None)
     p.add_argument("--measurements", type=Path, default=None, help="judge these numbers (JSON) instead of measuring")
     p.add_argument("--out", type=Path, default=Path("out/bench-gate.json"), help="where to write the result JSON")
@@ -141,8 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("ditto_triton.model_repository").setLevel(logging.WARNING)
+    cli_logging.configure()
     thresholds = load_thresholds(args.thresholds)
     started = time.perf_counter()
     if args.measurements:
@@ -156,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             export_dir = ensure_export(args.export_dir, "tiny")
             measured = measure(
                 export_dir, args.image.read_bytes(), load_audio(args.audio),
-                ffd_sessions=args.ffd_sessions, ffd_seconds=args.ffd_seconds, repeats=args.repeats,
+                ffd_sessions=args.ffd_sessions, ffd_seconds=args.ffd_seconds, pairs=args.pairs,
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - one clear line and exit code 2
             print(f"bench-gate: cannot measure: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -3,7 +3,8 @@ process, timed exactly like a session through tritonserver (same `SessionRecord`
 
 The default stages are `ServerLikeOrtStages`: `OrtStages`' job with the ONNX Runtime session options
 the python-ort stage models use on the server (same intra-op thread count, idle worker threads not
-spinning), so the Triton ÷ in-process ratio measures serving overhead, not a different ORT setup.
+spinning) in a process set up like theirs (`process_settings`: malloc thresholds, one OpenCV thread), so
+the Triton ÷ in-process ratio measures serving overhead, not a different setup.
 (`OrtStages` keeps ORT's default spinning threads, which on 2 cores shared by the motion and render
 threads costs the in-process pipeline a lot of its speed.)"""
 
@@ -32,8 +33,10 @@ class ServerLikeOrtStages(OrtStages):
     """Every stage of an export on ONNX Runtime CPU, configured like the python-ort stage models."""
 
     def __init__(self, export_dir: Path, threads: int | None = None) -> None:
+        from ditto_triton.model_repository.process_settings import apply_to_this_process
         from ditto_triton.model_repository.render import default_ort_threads
 
+        apply_to_this_process()  # the stage processes' malloc and OpenCV settings
         super().__init__(export_dir, threads=threads or default_ort_threads(), spinning=False)
 
 

@@ -83,3 +83,23 @@ def today() -> str:
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def stamped(export_dir: Path, result: dict) -> dict:
+    """`result` after the fields every committed result starts with: export, profile, device, date, commit."""
+    import json
+
+    profile = json.loads((Path(export_dir) / "manifest.json").read_text())["profile"]
+    head = {"export": str(export_dir), "profile": profile, "device": detect_device(), "date": today()}
+    return {**head, "git_sha": git_sha(), **result}
+
+
+def print_or_write(result: dict, out: Path | None) -> None:
+    """Print `result` as JSON, and write it to `out` when given."""
+    import json
+
+    text = json.dumps(result, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    print(text)

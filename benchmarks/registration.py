@@ -20,11 +20,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from ditto_triton.avatar.ditto_registration import DittoFaces
 from ditto_triton.avatar.source import CropOptions, prepare_source, prepare_video_sources, stack_sources
+from ditto_triton.benchmarks.fixtures import HD_FRAME as FRAME
+from ditto_triton.benchmarks.fixtures import hd_frame
 from ditto_triton.benchmarks.provenance import detect_device, git_sha, now_iso, versions
 from ditto_triton.client.video import Mp4Writer
 from ditto_triton.export.current import ensure_export
@@ -33,18 +34,7 @@ from ditto_triton.export.face_standins import write_standin_release
 from ditto_triton.export.ort_runtime import OrtStages
 from ditto_triton.streaming.avatar_features import run_extractors
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ditto_example_image.jpg"
-FRAME = (1080, 1920)
 VIDEO_FRAMES = 250  # 10 s at 25 fps
-
-
-def hd_frame(shift: int = 0) -> np.ndarray:
-    """The sample portrait at 1080 px high on a 1920-wide grey canvas, moved `shift` px right."""
-    face = Image.open(SAMPLE).convert("RGB").resize((FRAME[0], FRAME[0]))
-    canvas = np.full((*FRAME, 3), 128, np.uint8)
-    left = 420 + shift
-    canvas[:, left : left + FRAME[0]] = np.asarray(face)
-    return canvas
 
 
 def letterbox_box() -> tuple[float, float, float, float]:

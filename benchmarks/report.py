@@ -4,7 +4,7 @@ report.md and the PNG plots.
 `results` is the suite's dict (see `suite.py`); the keys this module reads are profile, flavor,
 device, versions, git_sha, stages {model: {batch: {p50_ms, p95_ms, infer_per_s}}}, sessions [...],
 max_realtime_sessions, ffd_full_audio, ratios {triton_over_inprocess, ort_over_torch {stage: x}},
-throughput, stage_timing, full, metrics, thresholds. Any part may be missing or hold {"error": ...};
+throughput, frame_formats (frame_formats.py), stage_timing, full, metrics, thresholds. Any part may be missing or hold {"error": ...};
 the report says so instead of failing.
 """
 
@@ -164,6 +164,43 @@ def _ratios_section(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def frame_formats_section(formats: Any) -> list[str]:
+    """Bytes and CPU per frame and one session's frames/s for each frame format, per frame size."""
+    lines = ["## Frame formats (session option output_format)", ""]
+    if _error(formats) or not formats:
+        return lines + [f"Not measured: {_error(formats) or 'skipped'}", ""]
+    lines += [
+        f"Codec: up to {formats['codec_frames']} frames of one session encoded by the orchestrator's encoder (or "
+        "Pillow) and decoded by the client's, CPU per frame of this process (median of the repeats). Sessions: "
+        f"{formats['audio_s']} s of audio fully available, each format {formats['repeats']} times, alternated (medians); "
+        "server CPU is tritonserver and its python stubs, client CPU this process (it decodes every frame).",
+        "",
+    ]
+    for name, case in formats["cases"].items():
+        lines += _frame_format_case(name, case)
+    return lines
+
+
+def _frame_format_case(name: str, case: Mapping[str, Any]) -> list[str]:
+    codec = [
+        [v, c["bytes_per_frame"], c["mbit_per_s_at_25fps"], c["encode_cpu_ms"], c["decode_cpu_ms"],
+         "lossless" if c["lossless"] else c["psnr_db_worst"]]
+        for v, c in case["codec"].items()
+    ]  # fmt: skip
+    lines = [f"### {name} frames", ""]
+    lines += _table(["encoding", "bytes/frame", "Mbit/s at 25 fps", "encode CPU ms", "decode CPU ms", "PSNR dB"], codec)
+    mp4 = case.get("mp4_psnr_db")
+    if mp4:
+        made = ", ".join(f"{k.removeprefix('from_')} {v} dB" for k, v in mp4.items())
+        lines += ["", f"ditto-render's MP4 (H.264, CRF 18) against the raw frames, made from: {made}."]
+    sessions = [
+        [f, s["fps"], s["fps_over_rgb"], s["wall_s"], s["server_cpu_ms_per_frame"], s["client_cpu_ms_per_frame"]]
+        for f, s in case["sessions"].items()
+    ]
+    headers = ["session format", "frames/s", "frames/s ÷ rgb", "wall s", "server CPU ms/frame", "client CPU ms/frame"]
+    return lines + [""] + _table(headers, sessions) + [""]
+
+
 def _full_section(full: Any) -> list[str]:
     lines = ["## Full profile (Ditto's real sizes), per stage", ""]
     if _error(full) or not full:
@@ -178,7 +215,21 @@ def _full_section(full: Any) -> list[str]:
             f"Per-frame render chain (stitch + warp + decoder): {_fmt(per_frame, 0)} ms → "
             f"{_fmt(1000 / per_frame)} frames/s on this device.",
         ]
-    return lines + [""]
+    return lines + [""] + cpu_runners_lines(full.get("cpu_runners"))
+
+
+def cpu_runners_lines(choice: Any) -> list[str]:
+    """PyTorch vs ONNX Runtime per stage and the runner `ditto-serve --cpu-runners auto` serves it with."""
+    if not choice or _error(choice):
+        return []
+    rows = [[s, t["torch_ms"], t["ort_ms"], t["served_by"]] for s, t in choice["stages"].items()]
+    return [
+        f"PyTorch vs ONNX Runtime, batch 1 (the CPU flavor's `--cpu-runners auto` serves a stage with PyTorch where "
+        f"it is faster by more than {choice['margin']:.0%}):",
+        "",
+        *_table(["stage", "PyTorch ms", "ORT ms", "served by"], rows),
+        "",
+    ]
 
 
 def _metrics_section(metrics: Any) -> list[str]:
@@ -213,6 +264,8 @@ def render_markdown(results: Mapping[str, Any], images: Mapping[str, Path]) -> s
     lines += _batch_section(results)
     lines += _sessions_section(results)
     lines += _ratios_section(results)
+    if "frame_formats" in results:
+        lines += frame_formats_section(results["frame_formats"])
     lines += _full_section(results.get("full"))
     lines += _metrics_section(results.get("metrics"))
     if images:

@@ -28,78 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from ditto_triton.benchmarks import RESULTS_DIR, provenance
 from ditto_triton.benchmarks.criteria import Check, load_thresholds
 from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_tritonserver
 from ditto_triton.benchmarks.report import results_dir
+from ditto_triton.benchmarks.server_memory import MemorySampler, memory_growth
 from ditto_triton.benchmarks.session_stats import summarize
 from ditto_triton.protocol import SAMPLE_RATE
 
 log = logging.getLogger("ditto_triton.benchmarks.soak")
-WINDOW_FRACTION = 0.2
-
-
-def rss_by_process(pid: int) -> dict[str, float]:
-    """Resident memory (MB) of tritonserver and each python stub, by model name."""
-    root = psutil.Process(pid)
-    out: dict[str, float] = {}
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            args = proc.cmdline()
-            rss = proc.memory_info().rss / 1e6
-        except psutil.NoSuchProcess:
-            continue
-        # a stub's first argument is <repository>/<model>/<version>/model.py
-        name = Path(args[1]).parts[-3] if len(args) > 1 and args[1].endswith("model.py") else proc.name()
-        out[name] = out.get(name, 0.0) + rss
-    return out
-
-
-class MemorySampler:
-    def __init__(self, pid: int, period_s: float = 1.0) -> None:
-        self.pid, self.period_s = pid, period_s
-        self.samples: list[tuple[float, float]] = []  # (seconds since start, MB)
-        self.by_process: list[tuple[float, dict[str, float]]] = []
-        self._stop = threading.Event()
-        self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="soak-memory")
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            t, parts = time.monotonic() - self._t0, rss_by_process(self.pid)
-            self.samples.append((t, sum(parts.values())))
-            self.by_process.append((t, parts))
-            self._stop.wait(self.period_s)
-
-
-def memory_growth(samples: list[tuple[float, float]], duration_s: float, warmup_s: float) -> dict[str, Any]:
-    """Median MB over the window right after warm-up vs over the last window (each WINDOW_FRACTION
-    of the run). Warm-up lasts until every worker has finished its first session: until then the
-    number of live sessions, and with it the memory they hold, is still rising."""
-    window = WINDOW_FRACTION * duration_s
-    warm = [mb for t, mb in samples if warmup_s <= t < warmup_s + window]
-    last = [mb for t, mb in samples if t >= duration_s - window]
-    if not warm or not last:
-        return {"error": "too few memory samples", "samples": len(samples)}
-    baseline, final = statistics.median(warm), statistics.median(last)
-    return {
-        "baseline_mb": round(baseline, 1),
-        "final_mb": round(final, 1),
-        "peak_mb": round(max(mb for _, mb in samples), 1),
-        "growth_ratio": round((final - baseline) / baseline, 4),
-        "warmup_s": round(warmup_s, 1),
-        "window_s": round(window, 1),
-    }
 
 
 def run_soak(url: str, server_pid: int, sessions: int, duration_s: float, audio, image: bytes) -> dict[str, Any]:

@@ -10,6 +10,7 @@ For the profile (tiny by default) it measures, against one tritonserver:
 3. concurrent real-time sessions with Locust, 1, 2, 3, ... until a level is not real time;
 4. first-frame delay with the audio fully available (several sessions in a row);
 5. frames/s through Triton vs the in-process pipeline (same audio, same machine, same run);
+   then bytes, encode/decode CPU and frames/s per frame format (frame_formats.py);
 6. ONNX Runtime vs PyTorch per stage, in process;
 7. the orchestrator's Prometheus metrics after all of that;
 and for the full profile (unless --skip-full) ONNX Runtime per stage at batch 1. Then it writes
@@ -34,7 +35,7 @@ import numpy as np
 from ditto_triton.benchmarks import RESULTS_DIR, provenance
 from ditto_triton.benchmarks.batch_scaling import batch_scaling
 from ditto_triton.benchmarks.criteria import load_thresholds
-from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_server
+from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_tritonserver
 from ditto_triton.benchmarks.gpu_memory import GpuMemorySampler, per_extra_session
 from ditto_triton.benchmarks.report import results_dir, write_report
 from ditto_triton.benchmarks.session_stats import aggregate, summarize
@@ -48,14 +49,14 @@ RENDER_STAGES = ("stitch_network", "warp_network", "decoder")
 
 
 @contextlib.contextmanager
-def serving(args: argparse.Namespace, export_dir: Path) -> Iterator[tuple[str, str | None]]:
-    """(grpc_url, metrics_url): the server given by --url, or a local tritonserver on `export_dir`."""
+def serving(args: argparse.Namespace, export_dir: Path) -> Iterator[tuple[str, str | None, int | None]]:
+    """(grpc_url, metrics_url, pid): the server given by --url (pid None), or a local tritonserver on `export_dir`."""
     if args.url:
-        yield args.url, args.metrics_url
+        yield args.url, args.metrics_url, None
         return
     render = {"instance_kind": args.instance_kind, "cuda_graphs": args.cuda_graphs}
-    with local_server(export_dir, args.flavor, **render) as urls:
-        yield urls
+    with local_tritonserver(export_dir, args.flavor, **render) as server:
+        yield server.grpc_url, server.metrics_url, server.pid
 
 
 def step(name: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
@@ -124,6 +125,9 @@ def scrape_metrics(metrics_url: str | None) -> dict[str, Any]:
 
 
 def full_profile(export_dir: Path, budget_s: float) -> dict[str, Any]:
+    """The full profile per stage on ONNX Runtime, and PyTorch vs ONNX Runtime with the runner the CPU
+    flavor would choose (`--cpu-runners auto`)."""
+    from ditto_triton.benchmarks import cpu_runner_choice
     from ditto_triton.benchmarks.stage_timing import time_ort
 
     ensure_export(export_dir, "full", parity=False)
@@ -132,6 +136,7 @@ def full_profile(export_dir: Path, budget_s: float) -> dict[str, Any]:
         "export": str(export_dir),
         "stages": stages,
         "per_frame_ms": round(sum(stages[s]["ort_ms"] for s in RENDER_STAGES), 1),
+        "cpu_runners": cpu_runner_choice.measure(export_dir),
     }
 
 
@@ -148,6 +153,7 @@ class SuiteRun:
     latency_samples: dict[str, list[float]] = field(default_factory=dict)
     url: str = ""
     metrics_url: str | None = None
+    server_pid: int | None = None  # a local server's, for its CPU time; None with --url
 
 
 # A part of the suite: its name (log and step_s), what it measures (None: skipped by
@@ -159,7 +165,7 @@ SKIPPED_INPROCESS = "skipped (--skip-inprocess)"
 def run_suite(args: argparse.Namespace) -> Path:
     started = time.perf_counter()
     run = prepare_run(args)
-    with serving(args, run.export_dir) as (run.url, run.metrics_url):
+    with serving(args, run.export_dir) as (run.url, run.metrics_url, run.server_pid):
         run_parts(run, server_parts(args))
     run_parts(run, in_process_parts(args))
     run.results["step_s"] = run.timings
@@ -217,6 +223,10 @@ def server_parts(args: argparse.Namespace) -> list[Part]:
         ("Locust session sweep", measure_sessions, keep_sessions),
         ("first-frame delay, audio fully available", measure_ffd_full_audio, keep_as("ffd_full_audio")),
         ("Triton vs in-process frames/s", None if args.skip_inprocess else measure_throughput, keep_as("throughput")),
+    ]
+    if not args.skip_frame_formats:
+        parts.append(("frame formats", measure_frame_formats, keep_as("frame_formats")))
+    parts += [
         ("orchestrator metrics", lambda run: scrape_metrics(run.metrics_url), keep_as("metrics")),
     ]
     return parts
@@ -310,6 +320,13 @@ def measure_throughput(run: SuiteRun) -> dict[str, Any]:
     return throughput(run.url, run.export_dir, run.image, run.audio, run.args.repeats)
 
 
+def measure_frame_formats(run: SuiteRun) -> dict[str, Any]:
+    from ditto_triton.benchmarks.frame_formats import measure
+
+    audio = run.audio[: int(run.args.frame_format_seconds * SAMPLE_RATE)]
+    return measure(run.url, run.server_pid, audio, repeats=run.args.repeats)
+
+
 def keep_stage_timing(run: SuiteRun, timing: dict[str, Any]) -> None:
     """ONNX Runtime vs PyTorch per stage, and the two ratios (with Triton vs in process)."""
     results = run.results
@@ -370,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-requests", type=int, default=100, help="requests per stage for the latency CDFs")
     p.add_argument("--ffd-sessions", type=int, default=5, help="sessions in a row for the full-audio FFD")
     p.add_argument("--ffd-seconds", type=float, default=3.0, help="audio per full-audio FFD session")
-    p.add_argument("--repeats", type=int, default=2, help="Triton/in-process session pairs for the ratio")
+    p.add_argument("--repeats", type=int, default=2, help="Triton/in-process session pairs (and frame formats)")
+    p.add_argument("--skip-frame-formats", action="store_true", help="skip bytes, CPU and frames/s per frame format")
+    p.add_argument("--frame-format-seconds", type=float, default=4.0, help="audio per frame-format session")
     p.add_argument("--full-budget-s", type=float, default=8.0, help="seconds of timed calls per full stage")
     p.add_argument("--thresholds", type=Path, default=None)
     p.add_argument("--results-root", type=Path, default=RESULTS_DIR)

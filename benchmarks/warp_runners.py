@@ -12,7 +12,6 @@ plugin is timed by `trtexec --loadEngine=... --plugins=...` inside the container
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -104,19 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-repeats", type=int, default=50)
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     args = parser.parse_args(argv)
-    result = {
-        "export": str(args.export),
-        "profile": read_manifest(args.export)["profile"],
-        "device": provenance.detect_device(),
-        "date": provenance.today(),
-        "git_sha": provenance.git_sha(),
-        "runners": measure(args.export, args.batches, args.budget_s, args.max_repeats),
-    }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    runners = measure(args.export, args.batches, args.budget_s, args.max_repeats)
+    provenance.print_or_write(provenance.stamped(args.export, {"runners": runners}), args.out)
     return 0
 
 

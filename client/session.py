@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import json
 import queue
 import random
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from ditto_triton.client.audio import load_audio
@@ -26,6 +25,7 @@ from ditto_triton.client.errors import (
     ServerUnavailableError,
     UnknownAvatarError,
 )
+from ditto_triton.client.frame_decoding import decode_frame
 from ditto_triton.protocol import (
     AVATAR_REGISTRY,
     BUSY,
@@ -109,9 +109,9 @@ def _chunks(audio: AudioSource, chunk_samples: int) -> Iterator[np.ndarray]:
 class ReceivedFrame:
     index: int
     pts_s: float  # presentation time from the start of the audio
-    rgb: np.ndarray  # (H, W, 3) uint8 (empty when the session keeps JPEG frames encoded)
+    rgb: np.ndarray  # (H, W, 3) uint8 (empty when the session keeps JPEG/PNG frames encoded)
     received_s: float  # time.perf_counter() when it arrived
-    encoded: bytes = b""  # the JPEG as sent, with output_format "jpeg" and decode=False
+    encoded: bytes = b""  # the JPEG or PNG as sent, with output_format "jpeg"/"png" and decode=False
     motion: dict | None = None  # with return_motion: row, x_s, x_d, d0 (arrays) and controls (dict)
 
 
@@ -249,16 +249,10 @@ class StreamSession:
         if result.as_numpy("frame") is not None:
             data = result.as_numpy("frame").reshape(-1)
             shape = tuple(int(v) for v in result.as_numpy("frame_shape").reshape(-1))
-            encoded = b""
-            if self.output_format == "jpeg" and not self.decode:
-                rgb, encoded = np.empty((0, 0, 3), np.uint8), data.tobytes()
-            elif self.output_format == "jpeg":
-                rgb = np.asarray(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
-            else:
-                rgb = data.reshape(shape)
             index = int(result.as_numpy("frame_index").reshape(-1)[0])
             pts = float(result.as_numpy("pts_s").reshape(-1)[0])
-            self._events.put(("frame", ReceivedFrame(index, pts, rgb, now, encoded, _motion_of(result))))
+            frame = ReceivedFrame(index, pts, np.empty((0, 0, 3), np.uint8), now, motion=_motion_of(result))
+            self._events.put(("frame", (frame, data, shape)))  # decoded by frames(), off gRPC's thread
         final = response.parameters.get("triton_final_response")
         if final is not None and final.bool_param:
             self._events.put(("final", None))
@@ -282,7 +276,7 @@ class StreamSession:
             except queue.Empty:
                 raise TimeoutError(f"no response from the server for {self.timeout_s:.0f} s") from None
             if kind == "frame":
-                yield value
+                yield self._with_pixels(*value)
             elif kind == "cancelled":
                 return
             elif kind == "final":
@@ -298,6 +292,16 @@ class StreamSession:
                 if value.startswith(BUSY):
                     raise ServerBusyError(value)
                 raise (UnknownAvatarError if UNKNOWN_AVATAR in value else ServerError)(value)
+
+    def _with_pixels(self, frame: ReceivedFrame, data: np.ndarray, shape: tuple[int, ...]) -> ReceivedFrame:
+        """The frame with its pixels decoded, or (decode False) its JPEG/PNG bytes as sent."""
+        if self.output_format != "rgb" and not self.decode:
+            return dataclasses.replace(frame, encoded=data.tobytes())
+        try:
+            return dataclasses.replace(frame, rgb=decode_frame(data, self.output_format, shape))
+        except ValueError as exc:
+            self._failed = True
+            raise ServerError(f"frame {frame.index}: {exc}") from None
 
     def cancel(self, grace_s: float = 2.0) -> None:
         """Give up on the session (e.g. its viewer went away): END if not sent yet; if the server has
@@ -436,8 +440,8 @@ class DittoClient:
         return avatar_id
 
     def open_session(self, avatar_id: str, options: dict | None = None, decode: bool = True) -> StreamSession:
-        """A session to stream to; with `decode` False and output_format "jpeg", frames keep their
-        JPEG bytes (`ReceivedFrame.encoded`) instead of being decoded."""
+        """A session to stream to; with `decode` False and output_format "jpeg" or "png", frames keep
+        their encoded bytes (`ReceivedFrame.encoded`) instead of being decoded."""
         source = self._avatar_sources.get(avatar_id) if self.carry_avatar else None
         return StreamSession(
             self.url, avatar_id, options, self.timeout_s, headers=self.headers, decode=decode, avatar_source=source

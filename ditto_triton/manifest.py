@@ -14,6 +14,9 @@ from ditto_triton.stages import StageSpec, TensorSpec, stage_specs
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+# What the synthetic weights compute (export/synthetic*.py); an export with other synthetic weights is
+# stale. 2: the synthetic motion follows the speech (1, unrecorded: nearly frozen frames).
+SYNTHETIC_WEIGHTS_VERSION = 2
 
 
 def sha256_file(path: Path) -> str:
@@ -115,4 +118,16 @@ def stale_reason(export_dir: Path, profile_name: str, weights: str | None = None
     missing = [e["file"] for e in manifest["stages"].values() if not (Path(export_dir) / e["file"]).is_file()]
     if missing:
         return f"{export_dir} lacks {missing}"
+    return _old_synthetic_weights(export_dir, manifest)
+
+
+def _old_synthetic_weights(export_dir: Path, manifest: dict[str, Any]) -> str | None:
+    old = [
+        name
+        for name, entry in manifest["stages"].items()
+        if entry.get("weights", {}).get("kind") == "synthetic"
+        and entry["weights"].get("synthetic_version", 1) != SYNTHETIC_WEIGHTS_VERSION
+    ]
+    if old:
+        return f"{export_dir} holds older synthetic weights of {old} than this version makes"
     return None

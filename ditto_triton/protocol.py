@@ -53,7 +53,7 @@ ORCHESTRATOR_INPUTS = (
 )
 START_ONLY_INPUTS = ("avatar_id", "options", "avatar_image", "avatar_video", "avatar_options", "avatar_file")
 ORCHESTRATOR_OUTPUTS = (
-    Tensor("frame", "UINT8", (-1,), doc="one frame: raw RGB (H·W·3) or JPEG bytes, as the session chose"),
+    Tensor("frame", "UINT8", (-1,), doc="one frame: raw RGB (H·W·3), JPEG or PNG bytes (option output_format)"),
     Tensor("frame_shape", "INT32", (3,), doc="H, W, 3"),
     Tensor("frame_index", "INT64", (1,)),
     Tensor("pts_s", "FP64", (1,), doc="presentation time from the start of the audio"),
@@ -63,6 +63,9 @@ ORCHESTRATOR_OUTPUTS = (
     Tensor("motion_d0", "FP32", (MOTION_DIM,), doc="with return_motion: the session's d0"),
     Tensor("frame_controls", "BYTES", (1,), doc="with return_motion: the controls applied (JSON)"),
 )
+# How the orchestrator's `frame` output is encoded (session option output_format): raw RGB (H·W·3 bytes),
+# JPEG or PNG; `frame_shape` gives H, W, 3 for every format.
+OUTPUT_FORMATS = ("rgb", "jpeg", "png")
 
 # Registers a photo or video once; looks a registered avatar up by id. One output row per source frame.
 AVATAR_REGISTRY_INPUTS = (

@@ -1,9 +1,11 @@
-"""Export one stage module to ONNX with the names, dynamic axes and opset the stage spec asks for."""
+"""Export one stage module to ONNX with the names, dynamic axes and opset the stage spec asks for,
+sanitised by Polygraphy (`onnx_sanitize.py`)."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from ditto_triton.export.onnx_io import check_onnx_io
+from ditto_triton.export.onnx_sanitize import sanitize_model
 from ditto_triton.stages import DYNAMIC, StageSpec
 
 # GridSample on 5-D volumes (the warp network) exists from opset 20 on.
@@ -29,8 +32,11 @@ def dynamic_axes(spec: StageSpec) -> dict[str, dict[int, str]]:
     return axes
 
 
-def export_stage(module: nn.Module, spec: StageSpec, inputs: dict[str, np.ndarray], path: Path) -> None:
-    """Trace `module` on `inputs` and write `path`; the graph's I/O names are checked against `spec`."""
+def export_stage(
+    module: nn.Module, spec: StageSpec, inputs: dict[str, np.ndarray], path: Path, *, sanitize: bool = True
+) -> dict[str, Any] | None:
+    """Trace `module` on `inputs` and write `path`, sanitised by Polygraphy unless `sanitize` is off;
+    the graph's I/O names are checked against `spec`. Returns the sanitiser's record (None when off)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     args = tuple(torch.from_numpy(inputs[name]) for name in spec.input_names)
@@ -48,16 +54,20 @@ def export_stage(module: nn.Module, spec: StageSpec, inputs: dict[str, np.ndarra
             dynamic_axes=dynamic_axes(spec),
             do_constant_folding=True,
         )
-    _declare_static_output_dims(path, spec)
+    model = onnx.load(str(path))
+    _declare_static_output_dims(model, spec, path)
+    record = None
+    if sanitize:
+        model, record = sanitize_model(model)
+    onnx.save(model, str(path))
     check_onnx_io(path, spec)
+    return record
 
 
-def _declare_static_output_dims(path: Path, spec: StageSpec) -> None:
+def _declare_static_output_dims(model: onnx.ModelProto, spec: StageSpec, path: Path) -> None:
     """The TorchScript exporter leaves some output dims symbolic even when they are fixed (LMDM's
     80 x 265). Write the spec's static dims into the graph so Triton and TensorRT see them; the
     parity check then confirms the runtime shapes agree."""
-    model = onnx.load(str(path))
-    changed = False
     for value, tensor in zip(model.graph.output, spec.outputs):
         dims = value.type.tensor_type.shape.dim
         if len(dims) != len(tensor.shape):
@@ -65,6 +75,3 @@ def _declare_static_output_dims(path: Path, spec: StageSpec) -> None:
         for dim, want in zip(dims, tensor.shape):
             if want != DYNAMIC and not dim.HasField("dim_value"):
                 dim.dim_value = want
-                changed = True
-    if changed:
-        onnx.save(model, str(path))

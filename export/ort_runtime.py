@@ -21,6 +21,10 @@ def ort_session(path: Path, threads: int = 2, spinning: bool = True) -> ort.Infe
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    # The warp's Gaussian keypoint heatmaps underflow into denormals wherever the keypoints lie inside the
+    # feature volume (as real ones do); flushing them to zero halves the warp's CPU time, and changes
+    # nothing above 1e-38.
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -30,11 +34,14 @@ class OrtStages:
     def __init__(self, export_dir: Path, threads: int = 2, spinning: bool = True) -> None:
         self.manifest = read_manifest(export_dir)
         self.threads = threads
+        self.spinning = spinning
         self._sessions = {
-            name: ort_session(Path(export_dir) / entry["file"], threads, spinning)
-            for name, entry in self.manifest["stages"].items()
+            name: self._open(name, Path(export_dir) / entry["file"]) for name, entry in self.manifest["stages"].items()
         }
         self._locks = {name: threading.Lock() for name in self._sessions}
+
+    def _open(self, name: str, path: Path) -> ort.InferenceSession:
+        return ort_session(path, self.threads, self.spinning)
 
     def infer(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._sessions[name]

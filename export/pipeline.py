@@ -1,4 +1,4 @@
-"""Export every stage of a profile: weights -> ONNX -> parity check -> manifest."""
+"""Export every stage of a profile: weights -> ONNX (sanitised by Polygraphy) -> parity check -> manifest."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import torch
 from ditto_triton import manifest as mf
 from ditto_triton.export.face_models import import_face_models
 from ditto_triton.export.onnx_export import OPSET, export_stage
+from ditto_triton.export.onnx_sanitize import sanitizer_versions
 from ditto_triton.export.ort_runtime import ort_session
 from ditto_triton.export.parity import TOLERANCE, compare, time_stage
 from ditto_triton.export.registry import STAGE_NETWORKS
@@ -68,6 +69,7 @@ def versions() -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "transformers": transformers.__version__,
         "numpy": np.__version__,
+        **sanitizer_versions(),
     }
 
 
@@ -80,13 +82,13 @@ def export_one(spec: StageSpec, opts: ExportOptions) -> dict[str, Any]:
     if loaded.module is None:
         status("copying user-supplied ONNX")
         shutil.copyfile(loaded.onnx_file, onnx_path)
-        return mf.stage_entry(spec, onnx_path, loaded.source, parity=None, export_s=0.0)
+        return mf.stage_entry(spec, onnx_path, loaded.source, parity=None, export_s=0.0, sanitized=None)
 
     module = loaded.module.eval()
     net.prepare_export(module)
-    status("exporting ONNX")
+    status("exporting ONNX (sanitised by Polygraphy)")
     t0 = time.perf_counter()
-    export_stage(module, spec, sample_inputs(spec, seed=opts.seed), onnx_path)
+    sanitized = export_stage(module, spec, sample_inputs(spec, seed=opts.seed), onnx_path)
     export_s = time.perf_counter() - t0
 
     parity: dict[str, dict[str, float]] | None = None
@@ -107,7 +109,14 @@ def export_one(spec: StageSpec, opts: ExportOptions) -> dict[str, Any]:
         timing = time_stage(module, session, spec.input_names, sample_inputs(spec, seed=opts.seed), opts.timing_repeats)
     n_params = sum(p.numel() for p in net.state_module(module).parameters())
     return mf.stage_entry(
-        spec, onnx_path, loaded.source, parity=parity, timing=timing, export_s=round(export_s, 2), params=n_params
+        spec,
+        onnx_path,
+        loaded.source,
+        parity=parity,
+        timing=timing,
+        export_s=round(export_s, 2),
+        params=n_params,
+        sanitized=sanitized,
     )
 
 

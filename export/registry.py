@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ditto_triton.profiles import Profile
@@ -28,6 +29,8 @@ class StageNetwork:
     nesting: the key under which the released .pth nests its state dict, if any.
     prepare_export: in-place changes that keep outputs but simplify the graph (spectral-norm folding).
     synthetic: "generic" (seeded initializer) or "constructor" (the library's own seeded init).
+    synthetic_tuning: hand-set weights applied after that init, synthetic weights only, so the
+        all-synthetic pipeline moves with the speech (`synthetic_speech.py`, `synthetic_face.py`).
     """
 
     name: str
@@ -36,6 +39,7 @@ class StageNetwork:
     nesting: str | None = None
     prepare_export: Callable[[nn.Module], None] = _nothing
     synthetic: str = "generic"
+    synthetic_tuning: Callable[[nn.Module, torch.Generator], None] | None = None
 
 
 def _appearance(p: Profile) -> nn.Module:
@@ -80,6 +84,30 @@ def _lmdm(p: Profile) -> nn.Module:
     return LMDMStep(p.lmdm)
 
 
+def _face_motion(module: nn.Module, gen: torch.Generator) -> None:
+    from ditto_triton.export.synthetic_face import face_motion_extractor_
+
+    face_motion_extractor_(module, gen)
+
+
+def _gentle_stitching(module: nn.Module, gen: torch.Generator) -> None:
+    from ditto_triton.export.synthetic_face import gentle_stitching_
+
+    gentle_stitching_(module, gen)
+
+
+def _lip_sync(module: nn.Module, gen: torch.Generator) -> None:
+    from ditto_triton.export.synthetic_speech import lip_sync_lmdm_
+
+    lip_sync_lmdm_(module, gen)
+
+
+def _speech_energy(module: nn.Module, gen: torch.Generator) -> None:
+    from ditto_triton.export.synthetic_speech import speech_energy_hubert_
+
+    speech_energy_hubert_(module, gen)
+
+
 def _hubert(p: Profile) -> nn.Module:
     from ditto_triton.export.networks.hubert import HubertEncoder
 
@@ -96,11 +124,19 @@ STAGE_NETWORKS: dict[str, StageNetwork] = {
     s.name: s
     for s in (
         StageNetwork("appearance_extractor", _appearance),
-        StageNetwork("motion_extractor", _motion),
+        StageNetwork("motion_extractor", _motion, synthetic_tuning=_face_motion),
         StageNetwork("warp_network", _warp),
         StageNetwork("decoder", _decoder, prepare_export=_fold_decoder),
-        StageNetwork("stitch_network", _stitch, nesting="retarget_shoulder"),
-        StageNetwork("lmdm", _lmdm, state_module=lambda m: m.model, nesting="model_state_dict"),
-        StageNetwork("hubert", _hubert, prepare_export=_prepare_hubert, synthetic="constructor"),
+        StageNetwork("stitch_network", _stitch, nesting="retarget_shoulder", synthetic_tuning=_gentle_stitching),
+        StageNetwork(
+            "lmdm", _lmdm, state_module=lambda m: m.model, nesting="model_state_dict", synthetic_tuning=_lip_sync
+        ),
+        StageNetwork(
+            "hubert",
+            _hubert,
+            prepare_export=_prepare_hubert,
+            synthetic="constructor",
+            synthetic_tuning=_speech_energy,
+        ),
     )
 }

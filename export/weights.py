@@ -16,7 +16,7 @@ from torch import nn
 from ditto_triton.export.checkpoints import CheckpointError, load_checkpoint, write_checkpoint
 from ditto_triton.export.registry import StageNetwork
 from ditto_triton.export.synthetic import synthesize_
-from ditto_triton.manifest import sha256_file
+from ditto_triton.manifest import SYNTHETIC_WEIGHTS_VERSION, sha256_file
 from ditto_triton.profiles import Profile
 from ditto_triton.stages import STAGE_ORDER, StageSpec
 
@@ -52,6 +52,8 @@ def _synthetic(net: StageNetwork, spec: StageSpec, profile: Profile, seed: int, 
     module = net.build(profile)
     if net.synthetic == "generic":
         synthesize_(net.state_module(module), s)
+    if net.synthetic_tuning is not None:
+        net.synthetic_tuning(module, torch.Generator().manual_seed(s))
     fresh = net.build(profile)
     if spec.checkpoint_file is None:
         path = scratch / f"{net.name}.pth"
@@ -61,7 +63,8 @@ def _synthetic(net: StageNetwork, spec: StageSpec, profile: Profile, seed: int, 
         path = scratch / "models" / spec.checkpoint_file
         write_checkpoint(net.state_module(module), path, net.nesting)
         load_checkpoint(net.state_module(fresh), path, net.nesting)
-    return LoadedStage(fresh, {"kind": SYNTHETIC, "seed": s, "checkpoint": str(path), "sha256": sha256_file(path)})
+    source = {"kind": SYNTHETIC, "seed": s, "synthetic_version": SYNTHETIC_WEIGHTS_VERSION}
+    return LoadedStage(fresh, {**source, "checkpoint": str(path), "sha256": sha256_file(path)})
 
 
 def _save_plain(module: nn.Module, path: Path) -> None:

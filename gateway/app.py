@@ -34,6 +34,8 @@ from ditto_triton.gateway.protocol import (
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 25_000_000
+# The page draws JPEGs natively; at 512x512 q85 is 1/14 of raw RGB's bytes for 1 ms of server CPU a frame,
+# PNG 1/1.6 for 17 ms (docs/benchmarks.md#frame-formats).
 FRAME_OPTIONS = {"output_format": "jpeg", "jpeg_quality": 85}
 AVATAR_CROP = {"max_size": 512}
 

@@ -25,6 +25,7 @@ from ditto_triton.export.engine_plan import GRID_PLUGIN_LIBRARY
 from ditto_triton.limits import DEFAULT_LIMITS
 from ditto_triton.model_repository.drain import DEFAULT_DRAIN_FILE, DEFAULT_TIMEOUT_S, DRAIN_FILE_ENV
 from ditto_triton.model_repository.gpu_flavors import PLUGIN_DIR, check_warp_runner
+from ditto_triton.model_repository.process_settings import server_environment
 from ditto_triton.model_repository.replica import DEFAULT_HEALTH_PORT, ProcessChild, run_supervised
 
 TRITONSERVER = "/opt/tritonserver/bin/tritonserver"
@@ -182,7 +183,8 @@ def serve_supervised(command: list[str], settings: Settings) -> int:
     the replica supervisor: health port, drain on SIGTERM, then stop it."""
 
     def start(drain_env: dict[str, str]) -> ProcessChild:
-        return ProcessChild(subprocess.Popen(command, env={**os.environ, **drain_env}, start_new_session=True))
+        env = server_environment({**os.environ, **drain_env})
+        return ProcessChild(subprocess.Popen(command, env=env, start_new_session=True))
 
     return run_supervised(
         start,

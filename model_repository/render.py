@@ -34,6 +34,7 @@ from ditto_triton.face_models import FACE_MODELS, REGISTRATION_DITTO
 from ditto_triton.limits import DEFAULT_LIMITS
 from ditto_triton.manifest import checkpoint_of, read_manifest
 from ditto_triton.model_repository import gpu_flavors, pbtxt
+from ditto_triton.model_repository.cpu_runners import cpu_runners
 from ditto_triton.model_repository.ensemble_configs import chain_config
 from ditto_triton.model_repository.service_configs import avatar_registry_config, orchestrator_config
 from ditto_triton.model_repository.stage_runtime import StageParameters
@@ -83,11 +84,22 @@ def parse_instance_kind(flavor: str, instance_kind: str | None) -> int:
     return kind
 
 
-def stage_runners(flavor: str, manifest: Mapping[str, Any], kind: int, warp_runner: str | None) -> dict[str, str]:
-    """{stage: runner} for a flavor. The GPU flavors serve the warp network with `warp_runner`; the
+def stage_runners(
+    flavor: str,
+    manifest: Mapping[str, Any],
+    kind: int,
+    warp_runner: str | None,
+    cpu_runner_choice: str | Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """{stage: runner} for a flavor. The python-ort flavor follows `cpu_runner_choice` (`cpu_runners.py`:
+    ONNX Runtime everywhere by default). The GPU flavors serve the warp network with `warp_runner`; the
     torch flavor serves a stage that has no PyTorch weights (Ditto's HuBERT ships as ONNX only)
     with ONNX Runtime: Triton's onnxruntime backend on GPUs, the python-ort model on CPU (where
     HuBERT always does: see below)."""
+    if flavor == "python-ort":
+        return cpu_runners(cpu_runner_choice, manifest)
+    if cpu_runner_choice not in (None, "ort"):
+        raise ValueError(f"cpu_runners applies to the python-ort flavor, not {flavor!r}")
     runners = {}
     for name, entry in manifest["stages"].items():
         runner = _NATIVE[flavor]
@@ -109,7 +121,10 @@ def preferred_batch_sizes(max_batch_size: int) -> list[int]:
 
 
 def default_ort_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """Intra-op threads per ONNX Runtime stage: the cores this process may run on (its CPU affinity, as
+    `taskset` or a container's cpuset gives it), at most 4. Idle workers do not spin (`ort_allow_spinning`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cores or 1))
 
 
 def stage_config(
@@ -230,6 +245,7 @@ def render_repository(
     engines_dir: Path | None = None,
     cuda_graphs: bool = False,
     queue_delay_us: int | None = None,
+    cpu_runner_choice: str | Mapping[str, str] | None = None,
 ) -> Path:
     """Write a complete model repository for `flavor` into `out_dir` and return it.
 
@@ -237,7 +253,8 @@ def render_repository(
     Each stage gets its artifact hard-linked (copied across file systems) into `<stage>/1/`:
     `model.onnx` (ort, onnxruntime), `model.pth` (torch: the checkpoint the export was made from),
     `model.plan` (tensorrt, from `engines_dir`; without it a README.txt says how to build it);
-    Ditto's face models when the export has them. `queue_delay_us` overrides the batching delay.
+    Ditto's face models when the export has them. `queue_delay_us` overrides the batching delay;
+    `cpu_runner_choice` picks the python-ort flavor's runner per stage (`cpu_runners.py`).
     """
     _check_flavor(flavor, engines_dir)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
@@ -246,7 +263,7 @@ def render_repository(
     manifest = read_manifest(export_dir)
     profile = get_profile(manifest["profile"])
     specs = stage_specs(profile)
-    runners = stage_runners(flavor, manifest, kind, warp_runner)
+    runners = stage_runners(flavor, manifest, kind, warp_runner, cpu_runner_choice)
     builds, plans = _plans(flavor, export_dir, engines_dir, max_batch_size, warp_runner)
     artifacts = {**_stage_artifacts(export_dir, manifest, specs, runners), **plans}
     _prepare_out_dir(out_dir)

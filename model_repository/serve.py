@@ -72,6 +72,12 @@ def _add_repository_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="GPU flavors: what serves the warp network (default torch; tensorrt: plugin, onnxruntime: onnxruntime)",
     )
+    parser.add_argument(
+        "--cpu-runners",
+        default="ort",
+        help="python-ort: 'ort' (ONNX Runtime for every stage), 'auto' (PyTorch where the export's --timing found "
+        "it faster) or STAGE=RUNNER[,...] (default %(default)s)",
+    )
     parser.add_argument("--engines", type=Path, default=None, help="tensorrt: ditto-trt-build's plans directory")
     parser.add_argument("--cuda-graphs", action="store_true", help="torch runner on GPU: replay CUDA graphs")
     parser.add_argument(
@@ -140,6 +146,7 @@ def render_and_validate(args: argparse.Namespace, repo: Path) -> bool:
             engines_dir=args.engines,
             cuda_graphs=args.cuda_graphs,
             queue_delay_us=args.queue_delay_us,
+            cpu_runner_choice=args.cpu_runners if args.flavor == "python-ort" else None,
         )
         validate_repository(repo, args.export)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from ditto_triton.model_repository.process_settings import server_environment
+
 log = logging.getLogger(__name__)
 
 _LOOPBACK = "127.0.0.1"
@@ -249,7 +251,7 @@ class TritonServer:
         raise AssertionError("unreachable")
 
     def _launch(self, install: TritonInstall, backend_dir: Path) -> None:
-        env = {**os.environ, **self.env}
+        env = server_environment({**os.environ, **self.env})
         env["PATH"] = os.pathsep.join([str(environment_bin_dir()), env.get("PATH", "")])
         # The stub and backend library were copied away from their RPATH ($ORIGIN/../../../../...).
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(install.libs), env.get("LD_LIBRARY_PATH")) if p)

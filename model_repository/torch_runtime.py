@@ -73,6 +73,8 @@ class TorchStageRunner:
         if device != "cpu" and not torch.cuda.is_available():
             raise RuntimeError(f"{self.name}: device {device!r} requested but PyTorch sees no CUDA device")
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            torch.set_flush_denormal(True)  # as ONNX Runtime's stages do (the warp's heatmaps underflow)
         path = Path(version_dir) / self.parameters.checkpoint_file
         if not path.is_file():
             raise FileNotFoundError(f"{self.name}: checkpoint {path} not found")

@@ -20,17 +20,23 @@ from ditto_triton.client import load_audio
 GOOD = {
     "realtime_complete": True,
     "realtime_fps": 25.4,
+    "realtime_failed_sessions": 0,
+    "realtime_late_frame_ratio": 0.0,
+    "ffd_ms_p95_realtime": 1100.0,
     "full_audio_sessions": 5,
     "full_audio_failed_sessions": 0,
     "ffd_ms_p95_full_audio": 250.0,
-    "triton_fps": 47.0,
-    "inprocess_fps": 50.0,
     "triton_over_inprocess": 0.94,
+    "memory_growth_ratio": 0.01,
 }
 FPS_CHECK = "frames/s, one session with real-time audio"
+LATE_CHECK = "late-frame ratio, worst session with real-time audio"
+PACED_FFD_CHECK = "first-frame delay p95, audio paced in real time"
 FFD_CHECK = "first-frame delay p95, audio fully available"
-RATIO_CHECK = "frames/s Triton / in-process"
+RATIO_CHECK = "frames/s Triton / in-process, median of >= 3 pairs"
 COMPLETE_CHECK = "incomplete or failed sessions"
+MEMORY_CHECK = "server memory growth after warm-up"
+ALL_CHECKS = {FPS_CHECK, LATE_CHECK, PACED_FFD_CHECK, FFD_CHECK, RATIO_CHECK, COMPLETE_CHECK, MEMORY_CHECK}
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +63,11 @@ def test_thresholds_are_the_issue_s(thresholds):
     assert thresholds["triton_over_inprocess_min"] == 0.9
 
 
-def test_good_numbers_pass(thresholds):
+def test_good_numbers_pass_and_every_threshold_is_checked(thresholds):
     checks = evaluate(GOOD, thresholds)
     assert failed(checks) == set()
-    assert {c.name for c in checks} == {FPS_CHECK, FFD_CHECK, RATIO_CHECK, COMPLETE_CHECK}
+    assert {c.name for c in checks} == ALL_CHECKS
+    assert {c.threshold for c in checks} >= set(thresholds.values())  # no threshold of the file left out
 
 
 @pytest.mark.parametrize(
@@ -68,10 +75,14 @@ def test_good_numbers_pass(thresholds):
     [
         ("realtime_fps", 24.9, FPS_CHECK),
         ("realtime_fps", None, FPS_CHECK),
+        ("realtime_late_frame_ratio", 0.0635, LATE_CHECK),
+        ("ffd_ms_p95_realtime", 1501.0, PACED_FFD_CHECK),
         ("ffd_ms_p95_full_audio", 401.0, FFD_CHECK),
         ("triton_over_inprocess", 0.89, RATIO_CHECK),
-        ("realtime_complete", False, COMPLETE_CHECK),
+        ("triton_over_inprocess", None, RATIO_CHECK),
+        ("realtime_failed_sessions", 1, COMPLETE_CHECK),
         ("full_audio_failed_sessions", 1, COMPLETE_CHECK),
+        ("memory_growth_ratio", 0.06, MEMORY_CHECK),
     ],
 )
 def test_each_bad_number_fails_its_own_check(thresholds, field, value, check):
@@ -92,14 +103,28 @@ def test_session_numbers_from_a_timeline():
 
 def test_collect_builds_the_gate_measurements(thresholds):
     fast = [timeline(75, ffd_s=0.15 + 0.01 * i, interval_s=0.02) for i in range(5)]
-    measured = collect(timeline(100, 0.9, 0.0393), fast, triton_fps=46.0, inprocess_fps=50.0)
+    paced = [timeline(100, 0.9, 0.0393)] + [timeline(75, 0.85 + 0.01 * i, 0.0393) for i in range(4)]
+    emit = [timeline(75, 0.45 + 0.01 * i, 0.0393) for i in range(4)]
+    measured = collect(paced, fast, [46.0, 30.0, 47.0], [50.0, 50.0, 50.0], emit)
     assert measured["ffd_ms_p95_full_audio"] == pytest.approx(np.percentile([150, 160, 170, 180, 190], 95))
-    assert measured["triton_over_inprocess"] == pytest.approx(0.92)
+    assert measured["ffd_ms_p95_realtime"] == pytest.approx(np.percentile([900, 850, 860, 870, 880], 95))
+    assert measured["ffd_ms_p50_realtime_first_window_emit"] == pytest.approx(465.0)
+    assert measured["pair_ratios"] == [0.92, 0.6, 0.94]
+    assert measured["triton_over_inprocess"] == pytest.approx(0.92)  # the median pair, not the best runs
+    measured["memory_growth_ratio"] = 0.0
     assert failed(evaluate(measured, thresholds)) == set()
-    # A real-time session that lost frames, and no Triton throughput: both fail.
+    # Fewer than 3 pairs is no ratio; a paced session that lost frames is incomplete.
     short = timeline(90, 0.9, 0.0393)
     short.expected_frames = 100
-    assert failed(evaluate(collect(short, fast, None, 50.0), thresholds)) == {COMPLETE_CHECK, RATIO_CHECK}
+    bad = {**collect([short], fast, [46.0, 47.0], [50.0, 50.0]), "memory_growth_ratio": 0.0}
+    assert failed(evaluate(bad, thresholds)) == {COMPLETE_CHECK, RATIO_CHECK}
+
+
+def test_late_frames_of_a_paced_session_fail_the_gate(thresholds):
+    late = timeline(100, 0.9, 0.04, delays={k: 0.05 for k in range(10, 100, 10)})  # 9 % late
+    measured = {**collect([late], [timeline(75, 0.2, 0.02)], [1.0] * 3, [1.0] * 3), "memory_growth_ratio": 0.0}
+    assert measured["realtime_late_frame_ratio"] == pytest.approx(0.09)
+    assert failed(evaluate(measured, thresholds)) == {LATE_CHECK}
 
 
 def test_realtime_level_checks(thresholds):
@@ -138,7 +163,7 @@ def test_gate_fails_a_pipeline_with_a_slowed_decoder(tiny_export, samples_dir, t
     assert summarize(realtime)["complete"] and summarize(full)["complete"]
     fps = summarize(full)["fps"]
     assert fps < 17
-    measured = collect(realtime, [full], triton_fps=fps, inprocess_fps=fps)
+    measured = collect([realtime], [full], [fps] * 3, [fps] * 3)
     assert measured["realtime_fps"] < 17
     checks = evaluate(measured, thresholds)
     assert FPS_CHECK in failed(checks)

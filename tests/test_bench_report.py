@@ -111,3 +111,57 @@ def test_batch_scaling_and_gpu_memory_per_session(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "decoder: 7.968 ms/frame at batch 1, 4.131 ms/frame at batch 4 (1.93×)" in report
     assert "GPU memory per extra session: 40.0 MiB" in report
+
+
+FRAME_FORMATS = {
+    "audio_s": 4.0,
+    "repeats": 3,
+    "codec_frames": 16,
+    "cases": {
+        "512x512": {
+            "codec": {
+                "rgb": {"bytes_per_frame": 786432, "mbit_per_s_at_25fps": 157.3, "encode_cpu_ms": 0.2,
+                        "decode_cpu_ms": 0.0, "lossless": True, "psnr_db_worst": None},
+                "jpeg q90": {"bytes_per_frame": 73290, "mbit_per_s_at_25fps": 14.7, "encode_cpu_ms": 1.2,
+                             "decode_cpu_ms": 1.5, "lossless": False, "psnr_db_worst": 32.21},
+            },
+            "sessions": {
+                "rgb": {"fps": 30.1, "fps_over_rgb": 1.0, "wall_s": 3.5, "server_cpu_ms_per_frame": 49.2,
+                        "client_cpu_ms_per_frame": 2.0},
+                "jpeg": {"fps": 28.4, "fps_over_rgb": 0.944, "wall_s": 3.7, "server_cpu_ms_per_frame": 52.0,
+                         "client_cpu_ms_per_frame": 3.4},
+            },
+        }
+    },
+}  # fmt: skip
+
+
+def test_frame_formats_section(tmp_path):
+    write_report({**RESULTS, "frame_formats": FRAME_FORMATS}, tmp_path, {})
+    report = (tmp_path / "report.md").read_text()
+    assert "## Frame formats" in report and "### 512x512 frames" in report
+    assert "| jpeg q90 | 73290 | 14.70 | 1.20 | 1.50 | 32.21 |" in report
+    assert "| rgb | 786432 | 157.30 | 0.20 | 0.00 | lossless |" in report
+    assert "| jpeg | 28.40 | 0.94 | 3.70 | 52.00 | 3.40 |" in report
+    write_report({**RESULTS, "frame_formats": {"error": "RuntimeError: png session incomplete"}}, tmp_path, {})
+    assert "Not measured: RuntimeError: png session incomplete" in (tmp_path / "report.md").read_text()
+
+
+def test_full_profile_section_shows_the_cpu_runner_choice():
+    from ditto_triton.benchmarks.report import render_markdown
+
+    full = {
+        "stages": {"warp_network": {"ort_ms": 2308.4, "samples_ms": [2308.4]}},
+        "per_frame_ms": 3400.0,
+        "cpu_runners": {
+            "margin": 0.05,
+            "stages": {
+                "warp_network": {"torch_ms": 2036.4, "ort_ms": 2308.4, "served_by": "torch"},
+                "decoder": {"torch_ms": 1100.0, "ort_ms": 1000.0, "served_by": "ort"},
+            },
+        },
+    }
+    text = render_markdown({"profile": "tiny", "flavor": "python-ort", "full": full}, {})
+    assert "| warp_network | 2036.40 | 2308.40 | torch |" in text
+    assert "| decoder | 1100.00 | 1000.00 | ort |" in text
+    assert "faster by more than 5%" in text

@@ -281,9 +281,12 @@ def test_eyes_from_face_landmarker_task(standins, tmp_path, portrait):
 REFERENCE = Path(__file__).parent / "data" / "ditto_registration_reference.npz"
 
 
+EYE_STEPS = ("pts", "eo", "eb")  # after FaceMesh's points are rotated back (see below)
+
+
 @pytest.mark.parametrize(("case", "roll"), [("level", 0.0), ("rolled", 17.0)])
 def test_every_step_equals_dittos_own_code(tmp_path, samples_dir, case, roll):
-    """Bit for bit against numbers Ditto's own code produced (commit e9191cf's RetinaFace, Landmark106,
+    """Bit for bit (the eye steps within a float32 step or a few, see below) against numbers Ditto's own code produced (commit e9191cf's RetinaFace, Landmark106,
     Landmark203, crop_image, Landmark478 ONNX path and EyeAttrUtilsByMP, under its pinned NumPy 2.0.1 and
     OpenCV 4.10.0.84) on these stand-ins and this image; recorded once, kept in tests/data."""
     ref = np.load(REFERENCE)
@@ -305,7 +308,14 @@ def test_every_step_equals_dittos_own_code(tmp_path, samples_dir, case, roll):
         "eb": frame.eye_ball,
     }
     for name, value in steps.items():
-        np.testing.assert_array_equal(value, ref[f"{case}_{name}"], err_msg=name)
+        if name in EYE_STEPS:
+            # The mesh's rotation is a float64 matmul: OpenBLAS picks its kernel by CPU, so on another CPU than
+            # the reference's a point may land one float32 step away (seen on an AVX-512 machine: 67 of 1434
+            # values, and eye_open 7 steps off), as Ditto's own `@` would there. Anything the registration
+            # computes differently moves them by far more; the steps before the mesh stay bit for bit.
+            np.testing.assert_allclose(value, ref[f"{case}_{name}"], rtol=2e-6, atol=1e-7, err_msg=name)
+        else:
+            np.testing.assert_array_equal(value, ref[f"{case}_{name}"], err_msg=name)
     assert hashlib.sha256(np.ascontiguousarray(frame.crop).tobytes()).hexdigest() == str(ref[f"{case}_crop_sha256"])
 
 

@@ -18,6 +18,7 @@ from support import active_sessions, wait_for
 from ditto_triton.benchmarks.session_stats import summarize
 from ditto_triton.benchmarks.triton_session import run_session
 from ditto_triton.client import ConnectionLostError, DittoClient, ServerBusyError, ServerError
+from ditto_triton.model_repository import pbtxt
 from ditto_triton.model_repository.render import render_repository
 from ditto_triton.model_repository.server import TritonServer
 
@@ -107,6 +108,9 @@ RAISING_MODEL = textwrap.dedent(
 def test_a_raising_stage_fails_the_session_and_nothing_hangs(tiny_export, tmp_path, portrait):
     repo = render_repository(tiny_export, tmp_path / "repo", "python-ort", include_services=True)
     (repo / "warp_network" / "1" / "model.py").write_text(RAISING_MODEL)
+    config = pbtxt.read_config(repo / "warp_network")
+    del config.model_warmup[:]  # the fault is in serving: with its warm-up request the model would not load
+    pbtxt.write_config(config, repo / "warp_network")
     with TritonServer(repo) as srv, DittoClient(srv.grpc_url, timeout_s=30) as client:
         avatar = client.register_avatar(portrait, CROP)  # registration does not use the warp network
         t0 = time.monotonic()

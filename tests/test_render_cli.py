@@ -10,9 +10,11 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
+from frame_compare import psnr
 from PIL import Image
 
 from ditto_triton.apps.render import main as render_main
+from ditto_triton.client import DittoClient, load_audio
 from ditto_triton.model_repository.server import free_port
 
 
@@ -71,6 +73,23 @@ def test_mp4_has_video_and_audio_of_the_same_length(server, samples_dir, short_s
     assert "33 frames" in err and "first frame after" in err and "late frames" in err
 
 
+def test_jpeg_frames_from_a_url_reach_the_mp4_in_rgb_order(server, samples_dir, short_stereo_wav, tmp_path):
+    """--url asks for JPEG frames: decoded to H×W×3 RGB, they make the same picture as a raw RGB session's."""
+    out = tmp_path / "jpeg.mp4"
+    args = cli_args(samples_dir, str(short_stereo_wav), str(out), "--url", server.grpc_url, "--max-size", "256")
+    assert render_main(args) == 0
+    with av.open(str(out)) as container:
+        written = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    with DittoClient(server.grpc_url) as client:
+        avatar = client.register_avatar((samples_dir / "ditto_example_image.jpg").read_bytes(), {"max_size": 256})
+        raw = list(client.stream(avatar, load_audio(short_stereo_wav), {"output_format": "rgb"}))[0].rgb
+    assert written.shape == raw.shape == (256, 256, 3)
+    assert psnr(written, raw) > 25 and psnr(written[..., ::-1], raw) < 20, (
+        psnr(written, raw),
+        psnr(written[..., ::-1], raw),
+    )
+
+
 # What `pip install .` (no extras) lacks, and the layers above the client: none may be imported.
 NOT_IN_THE_BASE_INSTALL = (
     "torch",
@@ -80,6 +99,7 @@ NOT_IN_THE_BASE_INSTALL = (
     "cv2",
     "transformers",
     "triton_python_backend_utils",
+    "matplotlib",
 )
 SERVER_SIDE = ("ditto_triton.export", "ditto_triton.model_repository", "ditto_triton.streaming", "ditto_triton.avatar")
 
@@ -99,11 +119,13 @@ def test_render_with_url_needs_only_the_base_install(server, samples_dir, short_
         from ditto_triton.apps.render import main
         sys.exit(main(sys.argv[1:]))
     """)
-    out = tmp_path / "base.mp4"
+    out, plot = tmp_path / "base.mp4", tmp_path / "motion.png"
     args = cli_args(samples_dir, str(short_stereo_wav), str(out), "--url", server.grpc_url, "--max-size", "256")
+    args += ["--motion-plot", str(plot)]  # drawn with Pillow: no matplotlib in the base install
     run = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert probe(out)["frames"] == 33
+    assert Image.open(plot).size == (1200, 800) and "motion plot" in run.stderr
 
 
 def test_embedded_server_when_no_url(tiny_export, samples_dir, short_stereo_wav, tmp_path, capsys):

@@ -5,6 +5,7 @@ import pytest
 
 from ditto_triton.export.ort_runtime import OrtStages
 from ditto_triton.profiles import TINY
+from ditto_triton.streaming.audio import FRAMES_PER_WINDOW, HOP_SAMPLES, PAST_SAMPLES, WINDOW_SAMPLES
 from ditto_triton.streaming.avatar_features import extract_features
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import render_audio
@@ -218,3 +219,40 @@ def test_an_ended_session_is_freed_without_the_cycle_collector(stages, avatar):
         assert all(r() is None for r in refs)
     finally:
         gc.enable()
+
+
+def _samples_before_each_row(stages, avatar, silence, audio, **opts):
+    """For every motion row released while `audio` streams in 640-sample chunks: the samples fed by then."""
+    session = StreamingSession(avatar, stages, SessionOptions(**opts), TINY.render_size, silence)
+    fed = []
+    for end in range(640, audio.size + 640, 640):
+        fed += [end] * len(session.feed(audio[end - 640 : end]))
+    return fed
+
+
+def test_first_window_emit_halves_the_wait_and_keeps_every_later_frame(stages, avatar, silence):
+    """first_window "emit": window 0's last V frames go out at once, uncrossfaded (V + 2 frames of audio
+    instead of Ditto's 2V + 2); from frame V on the frames are Ditto's, bit for bit."""
+    audio, v = speech(2.0), 10
+
+    def samples_for_rows(rows):  # the encoder window that completes feature row `rows` - 1, in whole frames
+        needed = WINDOW_SAMPLES - PAST_SAMPLES + HOP_SAMPLES * (rows // FRAMES_PER_WINDOW - 1)
+        return -(-needed // 640) * 640
+
+    dittos = _samples_before_each_row(stages, avatar, silence, audio)
+    early = _samples_before_each_row(stages, avatar, silence, audio, first_window="emit")
+    assert dittos[0] == samples_for_rows(2 * v) and early[0] == samples_for_rows(v)  # 885 ms -> 485 ms
+    assert early[v:] == dittos[v:]  # later frames wait for the same audio
+    fused = run(stages, avatar, silence, audio)
+    emitted = run(stages, avatar, silence, audio, first_window="emit")
+    assert len(emitted) == len(fused) == 50
+    for a, b in zip(fused[v:], emitted[v:]):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+    assert any(not np.array_equal(a.rgb, b.rgb) for a, b in zip(fused[:v], emitted[:v]))  # unfused, as documented
+
+
+def test_first_window_emit_is_for_streaming_only():
+    with pytest.raises(ValueError, match="first_window"):
+        SessionOptions.from_dict({"mode": "offline", "first_window": "emit"})
+    with pytest.raises(ValueError, match="first_window"):
+        SessionOptions.from_dict({"first_window": "now"})

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from frame_compare import assert_same_pictures
+from frame_compare import assert_same_pictures, psnr
 from PIL import Image
 from support import active_sessions, wait_for
 
@@ -19,6 +19,7 @@ from ditto_triton.export.ort_runtime import OrtStages
 from ditto_triton.model_repository.render import render_repository
 from ditto_triton.model_repository.server import TritonServer, free_port
 from ditto_triton.profiles import TINY
+from ditto_triton.protocol import OUTPUT_FORMATS
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.reference import register_avatar, render_audio
@@ -105,6 +106,36 @@ def test_jpeg_output_and_int16_audio(client, portrait, speech16k):
     pcm = (speech16k[:8000] * 32767).astype(np.int16)
     frames = list(client.stream(avatar, pcm, {"output_format": "jpeg", "jpeg_quality": 80}))
     assert len(frames) == 13 and frames[0].rgb.shape == (512, 512, 3)
+
+
+def test_png_frames_are_the_rgb_frames_and_jpeg_frames_are_close(client, portrait, speech16k):
+    avatar = client.register_avatar(portrait, CROP)
+    audio = speech16k[:16000]  # 25 frames
+    by_format = {
+        fmt: [f.rgb for f in client.stream(avatar, audio, {"output_format": fmt, "seed": 7})] for fmt in OUTPUT_FORMATS
+    }
+    rgb = by_format["rgb"]
+    assert len(rgb) == len(by_format["png"]) == len(by_format["jpeg"]) == 25 and rgb[0].shape == (512, 512, 3)
+    assert all(np.array_equal(png, raw) for png, raw in zip(by_format["png"], rgb))  # lossless
+    jpeg_psnr = [psnr(jpeg, raw) for jpeg, raw in zip(by_format["jpeg"], rgb)]
+    assert 30 < min(jpeg_psnr) and max(jpeg_psnr) < float("inf"), jpeg_psnr  # close, and really JPEG
+
+
+def test_encoded_frames_are_kept_with_decode_false(client, portrait):
+    avatar = client.register_avatar(portrait, CROP)
+    first: dict[tuple, bytes] = {}
+    for fmt, compression in (("png", 0), ("png", 9), ("jpeg", 1)):
+        options = {"output_format": fmt, "png_compression": compression}
+        with client.open_session(avatar, options, decode=False) as session:
+            session.end(np.zeros(1280, np.float32))  # 2 frames
+            frames = list(session.frames())
+        assert len(frames) == 2 and all(f.rgb.size == 0 and f.encoded for f in frames)
+        first[fmt, compression] = frames[0].encoded
+    assert first["png", 0].startswith(b"\x89PNG") and first["jpeg", 1].startswith(b"\xff\xd8")
+    assert len(first["png", 9]) < len(first["png", 0])  # png_compression reaches the encoder
+    assert "'output_format' must be one of" in session_error(
+        client, avatar, np.zeros(640, np.float32), {"output_format": "bmp"}
+    )
 
 
 def session_error(client, avatar, audio=None, options=None, end=True, first_start=True) -> str:

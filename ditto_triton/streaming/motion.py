@@ -3,7 +3,10 @@
 Online (`OnlineMotion`): window n covers feature rows [nV, nV + 80) of (overlap rows of encoded
 silence + real features), with V = 80 - overlap new frames per window. Window 0 only seeds the
 fusion tail and d0; window n >= 1 crossfades its first frames into the previous result and
-releases the previous window's V frames. At the end of the stream the remaining features are
+releases the previous window's V frames. With `emit_first_window` (session option first_window
+"emit", ours, not Ditto's) window 0 sends its last V frames at once, before window 1 crossfades
+into them, and window 1 sends nothing new: the first frame needs V + 2 frames of audio instead of
+2V + 2, and from frame V on every frame, and the audio it waits for, is Ditto's. At the end of the stream the remaining features are
 padded with the last row to a full window, and the frames of the last window are released
 unfused, up to the stream's frame count.
 
@@ -39,6 +42,7 @@ class MotionSettings:
     fix_kp_cond: int = 1  # reset the motion condition to the source's every n windows (0: never)
     fix_kp_cond_dims: tuple[int, int] | None = (0, POSE_DIMS)  # kept from the last frame on a reset
     online: bool = True
+    emit_first_window: bool = False  # online: send window 0's last V frames at once, uncrossfaded (ours)
 
     def __post_init__(self) -> None:
         if self.online and not self.seq_frames // 2 <= self.overlap < self.seq_frames:
@@ -48,6 +52,8 @@ class MotionSettings:
             )
         if not self.online and not 1 <= self.overlap < self.seq_frames:
             raise ValueError(f"overlap must be in 1..{self.seq_frames - 1} offline, got {self.overlap}")
+        if self.emit_first_window and not self.online:
+            raise ValueError("emit_first_window is a streaming (online) setting")
 
     @property
     def valid(self) -> int:
@@ -186,6 +192,7 @@ class OnlineMotion:
         self._pending = np.zeros((0, self._features.shape[1]), np.float32)
         self._result: np.ndarray | None = None
         self._release_at = 0  # index in _result of the next frame to release
+        self._sent_early = 0  # frames at _release_at already sent by the first window (first_window "emit")
         self._rows_total = settings.overlap  # feature rows so far, the prefill silence included
         self.d0: np.ndarray | None = None  # (265,) the relative-motion reference
         self.released = 0
@@ -208,12 +215,17 @@ class OnlineMotion:
             out += self._window(np.concatenate([self._pending, pad]))
             self._pending = self._pending[:0]
         if self._result is not None:
-            tail = self._result[self._release_at :]
-            out += [row.copy() for row in tail]
+            out += self._unsent(self._result[self._release_at :])
             self._release_at = self._result.shape[0]
         out = out[: max(0, total_frames - self.released)]
         self.released += len(out)
         return out
+
+    def _unsent(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Copies of `rows` less the frames the first window already sent (first_window "emit")."""
+        skip = min(self._sent_early, rows.shape[0])
+        self._sent_early -= skip
+        return [row.copy() for row in rows[skip:]]
 
     def _consume(self, features: np.ndarray) -> list[np.ndarray]:
         self._pending = np.concatenate(
@@ -239,8 +251,11 @@ class OnlineMotion:
         if first:
             self.d0 = self._result[0].copy()
             self._release_at = s.seq_frames - s.fuse
+            if s.emit_first_window:  # a preview of the frames window 1 will release crossfaded
+                released = [row.copy() for row in self._result[self._release_at : self._release_at + s.valid]]
+                self._sent_early = len(released)
         else:
-            released = [row.copy() for row in self._result[self._release_at : self._release_at + s.valid]]
+            released = self._unsent(self._result[self._release_at : self._release_at + s.valid])
             self._release_at += s.valid
         if self._result.shape[0] > KEEP_ROWS:
             cut = self._result.shape[0] - KEEP_ROWS

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ditto_triton.protocol import OUTPUT_FORMATS
 from ditto_triton.streaming import option_values as ov
 from ditto_triton.streaming.conditions import EMOTIONS
 from ditto_triton.streaming.motion_vector import POSE_DIMS
@@ -20,8 +21,8 @@ from ditto_triton.streaming.option_values import OptionsError
 
 __all__ = ["OptionsError", "SessionOptions"]
 
-OUTPUT_FORMATS = ("rgb", "jpeg")
 MODES = ("online", "offline")
+FIRST_WINDOW = ("fuse", "emit")  # Ditto's: window 0's frames wait for window 1's crossfade | ours: sent at once
 ONLINE_MIN_OVERLAP = 40  # below half a window Ditto's online loop drops frames (reference §5.6)
 # Per-mode defaults: Ditto's online cfg, and its code defaults (used by its offline pipeline).
 MODE_DEFAULTS = {
@@ -83,6 +84,7 @@ def _choice(name: str, choices: tuple[str, ...]):
 @dataclass(frozen=True)
 class SessionOptions:
     mode: str = "online"  # "offline": frames once END has brought the whole clip (Ditto's offline loop)
+    first_window: str = "fuse"  # online: FIRST_WINDOW; "emit" halves the wait for the first frame (ours)
     overlap: int | None = None  # overlap_v2; None: 70 online, 10 offline; new frames per window = 80 - overlap
     sampling_steps: int | None = None  # sampling_timesteps; None: 10 online, 50 offline
     seed: int = 0  # per-session noise (and random blink gaps) seed
@@ -117,8 +119,9 @@ class SessionOptions:
     fade_out: int = 0  # frames of fade_alpha falling to 0 at the end (needs fade_type; delays frames by as many)
     return_motion: bool = False  # each frame also carries its motion row, keypoints and controls (motion files)
     motion_d0: tuple[float, ...] | None = None  # a motion session: rows are sent instead of audio, d0 is this
-    output_format: str = "rgb"
-    jpeg_quality: int = 90
+    output_format: str = "rgb"  # how frames are sent: OUTPUT_FORMATS (protocol.py); raw RGB to a plain client
+    jpeg_quality: int = 90  # with output_format "jpeg"
+    png_compression: int = 1  # with "png": zlib level 0..9; 6 (zlib's) took 2.5-3x the CPU of 1 for 5-9 % fewer bytes
     output_max_size: int = 0  # long side of the output frames in pixels; 0 keeps the registered photo's size
 
     _TYPES = {
@@ -147,6 +150,7 @@ class SessionOptions:
         "fade_in": (0, 250),
         "fade_out": (0, 250),
         "jpeg_quality": (1, 100),
+        "png_compression": (0, 9),
         "output_max_size": (0, 4096),
     }
     _PARSERS = {
@@ -164,6 +168,7 @@ class SessionOptions:
         "delta_exp": ov.delta_exp,
         "motion_d0": lambda v: ov.number_list("motion_d0", v, 265),
         "output_format": _choice("output_format", OUTPUT_FORMATS),
+        "first_window": _choice("first_window", FIRST_WINDOW),
     }
 
     @classmethod
@@ -205,6 +210,10 @@ class SessionOptions:
             raise OptionsError(
                 f"session option 'overlap'={self.overlap} is below {ONLINE_MIN_OVERLAP}: Ditto's online loop "
                 f"drops frames there; use {ONLINE_MIN_OVERLAP}..79 online, or mode 'offline'"
+            )
+        if self.mode == "offline" and self.first_window != "fuse":
+            raise OptionsError(
+                "session option 'first_window' is for streaming (mode 'online'): offline every frame waits for END"
             )
         if (self.fade_in or self.fade_out) and not self.fade_type:
             raise OptionsError(

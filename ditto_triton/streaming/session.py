@@ -8,7 +8,6 @@ the Triton orchestrator and the in-process reference both drive it the same way.
 from __future__ import annotations
 
 import functools
-import io
 import queue
 import random
 import threading
@@ -17,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ditto_triton.chains import run_chain
 from ditto_triton.ensembles import RENDER_CHAIN, UNSTITCHED_CHAIN
@@ -64,13 +62,6 @@ class Frame:
     pts_s: float  # presentation time from the start of the audio
     rgb: np.ndarray  # (H, W, 3) uint8
     motion: MotionRecord | None = None  # with the session option return_motion
-
-    def encode(self, fmt: str, quality: int = 90) -> bytes:
-        if fmt == "rgb":
-            return self.rgb.tobytes()
-        buf = io.BytesIO()
-        Image.fromarray(self.rgb).save(buf, format="JPEG", quality=quality)
-        return buf.getvalue()
 
 
 @dataclass(frozen=True)
@@ -124,6 +115,7 @@ class StreamingSession:
             online=online,
             fix_kp_cond=options.fix_kp_cond,
             fix_kp_cond_dims=options.fix_kp_cond_dim,
+            emit_first_window=options.first_window == "emit",
         )
         rng = np.random.default_rng(options.seed)
         eye_open = conditioning.eye_open if options.eye_open is None else np.asarray(options.eye_open, np.float32)
@@ -428,7 +420,7 @@ class PipelinedSession:
         while True:
             kind, item, tag = self._audio.get()
             if kind is _END:
-                self._rows.put((_END, None))
+                self._rows.put((_END, None, True))
                 self._audio.task_done()
                 return
             samples, controls = item
@@ -440,15 +432,18 @@ class PipelinedSession:
                     feed = self.session.feed_motion if samples is not None and samples.ndim == 2 else self.session.feed
                     rows = feed(samples) if samples is not None and samples.size else []
                     if kind == "end":
-                        rows = rows + self.session.end()
+                        # what the last audio completed renders while the stream's last window is sampled
+                        self._rows.put((rows, tag, False))
+                        rows = []
+                        rows = self.session.end()
                 except BaseException as exc:  # noqa: BLE001 - reported to the client, session stops
                     self.failed = exc
-            self._rows.put((rows, tag))
+            self._rows.put((rows, tag, True))
             self._audio.task_done()
 
     def _render_loop(self) -> None:
         while True:
-            rows, tag = self._rows.get()
+            rows, tag, last = self._rows.get()  # last: the item's final rows (then its "done")
             if rows is _END:
                 self._out.put((_END, None, None))
                 self._rows.task_done()
@@ -463,7 +458,7 @@ class PipelinedSession:
                     start += size
             except BaseException as exc:  # noqa: BLE001
                 self.failed = exc
-            if tag is not None:
+            if tag is not None and last:
                 self._out.put(("done", None, tag))
             self._rows.task_done()
 

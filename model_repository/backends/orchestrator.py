@@ -9,8 +9,8 @@ Thin adapter: it reads requests, keeps a `SessionTable`, and drives the Triton-f
   (`DITTO_DRAIN_FILE` exists) the START is refused with "resource exhausted" (retry elsewhere).
 - every request: optional audio (`audio` float32 or `audio_int16`, 16 kHz mono, any length).
 - END: flushes the tail; the session is freed once its last frame is sent.
-Frames caused by a request are sent on that request's response sender (`frame` flat bytes, raw RGB
-or JPEG as the session chose, `frame_shape` H×W×3, `frame_index`, `pts_s`), then the request is
+Frames caused by a request are sent on that request's response sender (`frame` flat bytes, raw RGB,
+JPEG or PNG as the session chose, `frame_shape` H×W×3, `frame_index`, `pts_s`), then the request is
 closed with the final flag. Errors close only the offending request (and end its session).
 Prometheus metrics (`backends/metrics.py`): active sessions, frames sent, late frames, first-frame
 delay, sessions by outcome.
@@ -45,6 +45,7 @@ from ditto_triton.protocol import AVATAR_REGISTRY, BUSY, DRAINING, ORCHESTRATOR,
 from ditto_triton.streaming.audio_input import to_float32
 from ditto_triton.streaming.avatar_features import AvatarFeatures
 from ditto_triton.streaming.controls import parse_controls
+from ditto_triton.streaming.frame_encoding import FrameEncoder, frame_encoder
 from ditto_triton.streaming.options import SessionOptions
 from ditto_triton.streaming.session import Frame, PipelinedSession, StreamingSession, silence_features
 from ditto_triton.streaming.session_metrics import SessionMetrics
@@ -147,10 +148,10 @@ class TritonPythonModel:
         session = StreamingSession(
             avatar, self.stages, options, self.profile.render_size, self._silence_features(), reference
         )
-        fmt, quality = options.output_format, options.jpeg_quality
+        encode = frame_encoder(options)
         runner = PipelinedSession(
             session,
-            lambda frame, tag: self._send_frame(frame, tag, fmt, quality),
+            lambda frame, tag: self._send_frame(frame, tag, encode),
             self._close_request,
             self._fail_request,
         )
@@ -204,17 +205,17 @@ class TritonPythonModel:
             return self._silence
 
     # -- callbacks from the session threads ---------------------------------------------------
-    def _send_frame(self, frame: Frame, tag: tuple, fmt: str, quality: int) -> None:
+    def _send_frame(self, frame: Frame, tag: tuple, encode: FrameEncoder) -> None:
         sender, corrid, _ = tag
         # is_cancelled() is a round trip to the server process: ask every CANCEL_CHECK_FRAMES frames.
         if frame.index % CANCEL_CHECK_FRAMES == 0 and sender.is_cancelled():
             raise ClientGoneError(f"session {corrid}: the client cancelled the request or went away")
-        data = frame.encode(fmt, quality)
+        data = encode(frame.rgb)
         sent_s = time.monotonic()
         sender.send(
             pb_utils.InferenceResponse(
                 output_tensors=[
-                    pb_utils.Tensor("frame", np.frombuffer(data, np.uint8)[None]),
+                    pb_utils.Tensor("frame", data[None]),
                     pb_utils.Tensor("frame_shape", np.array([frame.rgb.shape], np.int32)),
                     pb_utils.Tensor("frame_index", np.array([[frame.index]], np.int64)),
                     pb_utils.Tensor("pts_s", np.array([[frame.pts_s]], np.float64)),
