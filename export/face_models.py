@@ -157,7 +157,8 @@ class OrtFaceModels:
 
     def __init__(self, export_dir: Path, entry: dict[str, Any], threads: int = 2) -> None:
         self._sessions = {
-            name: ort_session(Path(export_dir) / model["file"], threads) for name, model in entry["models"].items()
+            name: ort_session(Path(export_dir) / model["file"], threads, flush_denormals=False)
+            for name, model in entry["models"].items()
         }
         self._locks = {name: threading.Lock() for name in self._sessions}
 

@@ -12,11 +12,14 @@ import onnxruntime as ort
 from ditto_triton.manifest import read_manifest
 
 
-def ort_session(path: Path, threads: int = 2, spinning: bool = True) -> ort.InferenceSession:
+def ort_session(
+    path: Path, threads: int = 2, spinning: bool = True, flush_denormals: bool = True
+) -> ort.InferenceSession:
     """A CPU session with `threads` intra-op threads and one inter-op thread.
 
     `spinning` lets idle intra-op threads spin-wait (ORT's default, fastest alone); turn it off where
-    several runners share the cores, as the server's stage processes do."""
+    several runners share the cores, as the server's stage processes do. `flush_denormals` is for this
+    project's networks; Ditto's face models run as Ditto runs them, without it."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -24,7 +27,7 @@ def ort_session(path: Path, threads: int = 2, spinning: bool = True) -> ort.Infe
     # The warp's Gaussian keypoint heatmaps underflow into denormals wherever the keypoints lie inside the
     # feature volume (as real ones do); flushing them to zero halves the warp's CPU time, and changes
     # nothing above 1e-38.
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options.add_session_config_entry("session.set_denormal_as_zero", "1" if flush_denormals else "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

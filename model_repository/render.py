@@ -138,10 +138,12 @@ def stage_config(
     profile: str = "tiny",
     cuda_graphs: bool = False,
     queue_delay_us: int | None = None,
+    flush_denormals: bool = True,
 ) -> pbtxt.ModelConfig:
     """One stage's config, run by `runner` (default: the flavor's own). Batch-dynamic stages get
     `max_batch_size` and dynamic batching; the others (HuBERT) are unbatched (max_batch_size 0,
-    full dims). torch stages on GPU run in Ditto's precision split (fp16 except motion, LMDM, HuBERT)."""
+    full dims). torch stages on GPU run in Ditto's precision split (fp16 except motion, LMDM, HuBERT).
+    `flush_denormals`: the ort runner's (off for Ditto's face models, which run as in Ditto)."""
     if flavor not in FLAVORS:
         raise ValueError(f"unknown flavor {flavor!r}; choose one of {FLAVORS}")
     runner = runner or _NATIVE[flavor]
@@ -161,7 +163,7 @@ def stage_config(
     if runner == "ort":
         config.backend = "python"
         threads = default_ort_threads() if ort_threads is None else ort_threads
-        params = StageParameters(onnx_file=_ARTIFACT[runner], intra_op_threads=threads)
+        params = StageParameters(onnx_file=_ARTIFACT[runner], intra_op_threads=threads, flush_denormals=flush_denormals)
         pbtxt.set_parameters(config, params.as_config())
     elif runner == "torch":
         config.backend = "python"
@@ -380,7 +382,9 @@ def _write_face_models(
     runner = {"tensorrt": "tensorrt"}.get(flavor, "ort" if kind == pbtxt.KIND_CPU else "onnxruntime")
     for name, model in registration["models"].items():
         spec = FACE_MODELS[name].spec
-        config = stage_config(spec, flavor, kind=kind, max_batch_size=0, ort_threads=ort_threads, runner=runner)
+        config = stage_config(
+            spec, flavor, kind=kind, max_batch_size=0, ort_threads=ort_threads, runner=runner, flush_denormals=False
+        )
         artifact = plans.get(name) if runner == "tensorrt" else Path(export_dir) / model["file"]
         _write_stage_model(out_dir, config, runner, artifact, builds.get(name))
     return list(registration["models"])

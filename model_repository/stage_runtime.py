@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 ONNX_FILE = "onnx_file"
 INTRA_OP_THREADS = "ort_intra_op_threads"
 ALLOW_SPINNING = "ort_allow_spinning"
+FLUSH_DENORMALS = "ort_flush_denormals"
 RUNNER = "runner"  # "ort" (or absent) selects this runner in backends/stage.py
-_KNOWN = (RUNNER, ONNX_FILE, INTRA_OP_THREADS, ALLOW_SPINNING)
+_KNOWN = (RUNNER, ONNX_FILE, INTRA_OP_THREADS, ALLOW_SPINNING, FLUSH_DENORMALS)
 
 
 def parse_bool(key: str, text: str) -> bool:
@@ -34,18 +35,21 @@ def parse_bool(key: str, text: str) -> bool:
 
 @dataclass(frozen=True)
 class StageParameters:
-    """`onnx_file` (relative to the version directory), ORT intra-op threads (0 = ORT's default)
-    and whether ORT worker threads spin while idle (off: several stage processes share the cores)."""
+    """`onnx_file` (relative to the version directory), ORT intra-op threads (0 = ORT's default),
+    whether ORT worker threads spin while idle (off: several stage processes share the cores) and whether
+    denormals are flushed to zero (this project's networks; not Ditto's face models)."""
 
     onnx_file: str = "model.onnx"
     intra_op_threads: int = 0
     allow_spinning: bool = False
+    flush_denormals: bool = True
 
     def as_config(self) -> dict[str, object]:
         return {
             ONNX_FILE: self.onnx_file,
             INTRA_OP_THREADS: self.intra_op_threads,
             ALLOW_SPINNING: self.allow_spinning,
+            FLUSH_DENORMALS: self.flush_denormals,
         }
 
     @classmethod
@@ -65,12 +69,13 @@ class StageParameters:
         if threads < 0:
             raise ValueError(f"parameter {INTRA_OP_THREADS!r} must be >= 0, found {threads}")
         spinning = parse_bool(ALLOW_SPINNING, raw[ALLOW_SPINNING]) if ALLOW_SPINNING in raw else params.allow_spinning
+        flush = parse_bool(FLUSH_DENORMALS, raw[FLUSH_DENORMALS]) if FLUSH_DENORMALS in raw else params.flush_denormals
         onnx_file = raw.get(ONNX_FILE, params.onnx_file)
         if not onnx_file or Path(onnx_file).is_absolute() or ".." in Path(onnx_file).parts:
             raise ValueError(
                 f"parameter {ONNX_FILE!r} must be a file name inside the version directory, found {onnx_file!r}"
             )
-        return cls(onnx_file=onnx_file, intra_op_threads=threads, allow_spinning=spinning)
+        return cls(onnx_file=onnx_file, intra_op_threads=threads, allow_spinning=spinning, flush_denormals=flush)
 
 
 def wire_tensors(config: Mapping[str, Any], key: str) -> list[WireTensor]:
@@ -105,7 +110,8 @@ class StageRunner:
         path = Path(version_dir) / self.parameters.onnx_file
         if not path.is_file():
             raise FileNotFoundError(f"{self.name}: ONNX file {path} not found")
-        self.session = ort_session(path, self.parameters.intra_op_threads, self.parameters.allow_spinning)
+        p = self.parameters
+        self.session = ort_session(path, p.intra_op_threads, p.allow_spinning, p.flush_denormals)
         self._check_session()
         log.info(
             "%s: %s loaded (%d intra-op threads, batched=%s)",

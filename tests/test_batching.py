@@ -123,9 +123,12 @@ def test_stage_parameters_are_parsed_strictly():
         intra_op_threads=3, allow_spinning=True
     )
     assert StageParameters.from_config(cfg(FORCE_CPU_ONLY_INPUT_TENSORS="no")) == StageParameters()
+    assert StageParameters().flush_denormals  # this project's networks
+    assert not StageParameters.from_config(cfg(ort_flush_denormals="false")).flush_denormals  # Ditto's face models
     for bad, word in [
         (cfg(ort_threads="2"), "unknown"),
         (cfg(ort_allow_spinning="yes"), "'true' or 'false'"),
+        (cfg(ort_flush_denormals="1"), "'true' or 'false'"),
         (cfg(ort_intra_op_threads="two"), "integer"),
         (cfg(onnx_file="../x.onnx"), "inside the version directory"),
     ]:

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -381,3 +382,14 @@ def test_every_network_model_warms_up_at_load(rendered):
         (warmup,) = config.model_warmup
         assert warmup.batch_size == 1 and set(warmup.inputs) == set(pbtxt.names(config.input))
         assert all(-1 not in w.dims and w.zero_data for w in warmup.inputs.values())
+
+
+def test_only_this_projects_networks_flush_denormals():
+    """Stage models flush denormals (the warp's heatmaps underflow); Ditto's face models run as in Ditto."""
+    root = Path(__file__).resolve().parent.parent / "model_repository" / "tiny" / "python-ort"
+    for model_dir in sorted(p for p in root.iterdir() if (p / "config.pbtxt").is_file()):
+        parameters = pbtxt.read_config(model_dir).parameters
+        if "ort_flush_denormals" in parameters:
+            flush = parameters["ort_flush_denormals"].string_value == "true"
+            assert flush == (model_dir.name in SPECS), model_dir.name
+    assert any(p.name.startswith("face_") for p in root.iterdir())
