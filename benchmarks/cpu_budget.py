@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from ditto_triton.benchmarks import cli_logging, process_cpu
 from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_tritonserver
@@ -83,7 +84,7 @@ def per_frame_ms(before: Mapping[str, float], after: Mapping[str, float], frames
 
 def triton_budget(run: Callable[[], SessionRecord], procs: Mapping[str, Any]) -> dict[str, Any]:
     """One session through tritonserver: {fps, frames, cpu_ms {process: ms/frame}}."""
-    me = process_cpu.psutil.Process()
+    me = psutil.Process()
     before = {**process_cpu.snapshot(procs), CLIENT: process_cpu.cpu_seconds(me)}
     record = run()
     after = {**process_cpu.snapshot(procs), CLIENT: process_cpu.cpu_seconds(me)}
@@ -93,7 +94,7 @@ def triton_budget(run: Callable[[], SessionRecord], procs: Mapping[str, Any]) ->
 
 def inprocess_budget(pipeline: InProcessPipeline, stages: TimedOrtStages, audio: np.ndarray) -> dict[str, Any]:
     """One in-process session: {fps, frames, cpu_ms {stage | session logic: ms/frame}}."""
-    me = process_cpu.psutil.Process()
+    me = psutil.Process()
     total0, stages0 = process_cpu.cpu_seconds(me), stages.stage_cpu_s()
     record = pipeline.run(audio, "full")
     total1, stages1 = process_cpu.cpu_seconds(me), stages.stage_cpu_s()

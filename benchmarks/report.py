@@ -146,9 +146,9 @@ def _ratios_section(results: Mapping[str, Any]) -> list[str]:
         lines += [f"Triton vs in-process not measured: {_error(through)}", ""]
     else:
         lines += [
-            f"- frames/s through tritonserver ÷ in-process pipeline (audio fully available, one session each): "
-            f"**{_fmt(ratios.get('triton_over_inprocess'))}** "
-            f"({_fmt(through.get('triton_fps'))} vs {_fmt(through.get('inprocess_fps'))} frames/s)",
+            f"- frames/s through tritonserver ÷ in-process pipeline (audio fully available, one session each, "
+            f"alternated pairs, median of the pairs' ratios): **{_fmt(ratios.get('triton_over_inprocess'))}** "
+            f"(medians {_fmt(through.get('triton_fps'))} vs {_fmt(through.get('inprocess_fps'))} frames/s)",
             "",
         ]
     timing = results.get("stage_timing", {})

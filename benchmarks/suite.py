@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ditto_triton.benchmarks import RESULTS_DIR, provenance
+from ditto_triton.benchmarks import RESULTS_DIR, provenance, throughput
 from ditto_triton.benchmarks.batch_scaling import batch_scaling
 from ditto_triton.benchmarks.criteria import load_thresholds
 from ditto_triton.benchmarks.fixtures import CROP, SAMPLE_AUDIO, SAMPLE_IMAGE, local_tritonserver
@@ -82,29 +83,29 @@ def stage_sweep(url: str, batches: tuple[int, ...], measurement_ms: int) -> dict
     return {model: {str(b): by_c[1] for b, by_c in by_batch.items()} for model, by_batch in raw.items()}
 
 
-def throughput(url: str, export_dir: Path, image: bytes, audio, repeats: int) -> dict[str, Any]:
-    """frames/s of one session with the audio fully available, through Triton and in process,
-    alternating `repeats` times; the best of each (the least disturbed by other load)."""
+def triton_vs_inprocess(url: str, export_dir: Path, image: bytes, audio, pairs: int) -> dict[str, Any]:
+    """frames/s of one session with the audio fully available, through Triton and in process, alternated
+    in at least MIN_PAIRS pairs: the medians of each, and the median of the pairs' ratios (as the gate)."""
     from ditto_triton.benchmarks.inprocess import InProcessPipeline
     from ditto_triton.benchmarks.triton_session import run_session
     from ditto_triton.client import DittoClient
 
     pipeline = InProcessPipeline(export_dir, image, CROP)
-    triton_fps, inprocess_fps = [], []
     with DittoClient(url, timeout_s=120, busy_retries=0) as client:
         avatar = client.register_avatar(image, CROP)
-        for _ in range(repeats):
-            for runs, record in (
-                (triton_fps, lambda: run_session(client, avatar, audio, "full")),
-                (inprocess_fps, lambda: pipeline.run(audio, "full")),
-            ):
-                summary = summarize(record())
-                if not summary["complete"]:
-                    raise RuntimeError(f"incomplete session: {summary['error'] or summary['frames']} frames")
-                runs.append(summary["fps"])
+        triton_fps, inprocess_fps, failed = throughput.alternate(
+            lambda: run_session(client, avatar, audio, "full"),
+            lambda: pipeline.run(audio, "full"),
+            max(pairs, throughput.MIN_PAIRS),
+        )
+    if failed:
+        raise RuntimeError(f"{failed} incomplete session(s) while measuring Triton vs in process")
+    ratios = throughput.pair_ratios(triton_fps, inprocess_fps)
     return {
-        "triton_fps": max(triton_fps),
-        "inprocess_fps": max(inprocess_fps),
+        "triton_fps": round(statistics.median(triton_fps), 2),
+        "inprocess_fps": round(statistics.median(inprocess_fps), 2),
+        "triton_over_inprocess": throughput.median_ratio(ratios),
+        "pair_ratios": ratios,
         "triton_runs": triton_fps,
         "inprocess_runs": inprocess_fps,
     }
@@ -317,7 +318,7 @@ def measure_ffd_full_audio(run: SuiteRun) -> dict[str, Any]:
 
 
 def measure_throughput(run: SuiteRun) -> dict[str, Any]:
-    return throughput(run.url, run.export_dir, run.image, run.audio, run.args.repeats)
+    return triton_vs_inprocess(run.url, run.export_dir, run.image, run.audio, run.args.repeats)
 
 
 def measure_frame_formats(run: SuiteRun) -> dict[str, Any]:
@@ -333,9 +334,7 @@ def keep_stage_timing(run: SuiteRun, timing: dict[str, Any]) -> None:
     results["stage_timing"] = timing
     through = results["throughput"]
     results["ratios"] = {
-        "triton_over_inprocess": round(through["triton_fps"] / through["inprocess_fps"], 3)
-        if "error" not in through
-        else None,
+        "triton_over_inprocess": through.get("triton_over_inprocess"),
         "ort_over_torch": {s: t["ort_over_torch"] for s, t in timing.items()} if "error" not in timing else {},
     }
 
@@ -387,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-requests", type=int, default=100, help="requests per stage for the latency CDFs")
     p.add_argument("--ffd-sessions", type=int, default=5, help="sessions in a row for the full-audio FFD")
     p.add_argument("--ffd-seconds", type=float, default=3.0, help="audio per full-audio FFD session")
-    p.add_argument("--repeats", type=int, default=2, help="Triton/in-process session pairs (and frame formats)")
+    p.add_argument(
+        "--repeats", type=int, default=2, help="Triton/in-process session pairs (at least 3) and frame formats"
+    )
     p.add_argument("--skip-frame-formats", action="store_true", help="skip bytes, CPU and frames/s per frame format")
     p.add_argument("--frame-format-seconds", type=float, default=4.0, help="audio per frame-format session")
     p.add_argument("--full-budget-s", type=float, default=8.0, help="seconds of timed calls per full stage")

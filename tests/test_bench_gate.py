@@ -30,7 +30,7 @@ GOOD = {
     "memory_growth_ratio": 0.01,
 }
 FPS_CHECK = "frames/s, one session with real-time audio"
-LATE_CHECK = "late-frame ratio, worst session with real-time audio"
+LATE_CHECK = "late-frame ratio, the session with real-time audio"
 PACED_FFD_CHECK = "first-frame delay p95, audio paced in real time"
 FFD_CHECK = "first-frame delay p95, audio fully available"
 RATIO_CHECK = "frames/s Triton / in-process, median of >= 3 pairs"
